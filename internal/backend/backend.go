@@ -1,0 +1,87 @@
+// Package backend defines where a cache's files live. A backend stores opaque, named objects
+// ("abc.narinfo", "nar/xyz.nar.zst", "log/foo.drv") in the layout `nix copy --to file://`
+// writes, so that plain nix can read what cached stored and cached can serve what nix wrote.
+//
+// A backend knows nothing of Nix, HTTP, retries or metrics: those wrap it. It must never make a
+// partly written object visible.
+package backend
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotExist is returned (wrapped) when a named object does not exist. Check with errors.Is.
+var ErrNotExist = errors.New("object does not exist")
+
+// FileInfo describes a stored object.
+type FileInfo struct {
+	Name    string // name relative to the backend root, slash-separated
+	Size    int64
+	ModTime time.Time
+}
+
+// Object is an open, stored object. It is an io.ReadSeeker so that HTTP range requests can be
+// answered from it; the disk backend returns an *os.File inside, which lets the kernel send it
+// with sendfile.
+type Object interface {
+	io.ReadSeekCloser
+	Info() FileInfo
+}
+
+// Backend is the storage contract every implementation passes (see the conformance suite in
+// backendtest).
+type Backend interface {
+	// Save stores everything read from rd under name. The object becomes visible only after rd
+	// returned io.EOF and the data is durable; if reading rd fails (a verifying reader refusing
+	// the content is such a failure) or ctx is cancelled, nothing is stored, an existing object
+	// under name is left untouched, and the error is returned. Saving over an existing object
+	// replaces it atomically; concurrent Saves of one name each succeed, and one of them wins.
+	Save(ctx context.Context, name string, rd io.Reader) error
+
+	// Open opens the object for reading. A missing object is ErrNotExist.
+	Open(ctx context.Context, name string) (Object, error)
+
+	// Stat describes the object. A missing object is ErrNotExist.
+	Stat(ctx context.Context, name string) (FileInfo, error)
+
+	// List calls fn for every object whose name starts with prefix, in no particular order.
+	// Objects saved or removed while List runs may or may not be seen. An error from fn stops
+	// the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(FileInfo) error) error
+
+	// Remove deletes the object. Removing a missing object is ErrNotExist.
+	Remove(ctx context.Context, name string) error
+
+	// Close releases the backend's resources.
+	Close() error
+}
+
+// ValidName reports whether name is acceptable as an object name: relative, slash-separated,
+// no empty, "." or ".." segments, no backslash or NUL. The server checks names before they get
+// here; backends check again because a traversal must never reach the filesystem or a bucket.
+func ValidName(name string) bool {
+	if name == "" || len(name) > 1024 {
+		return false
+	}
+	start := 0
+	for i := 0; i <= len(name); i++ {
+		if i < len(name) {
+			c := name[i]
+			if c == 0 || c == '\\' {
+				return false
+			}
+			if c != '/' {
+				continue
+			}
+		}
+		seg := name[start:i]
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		start = i + 1
+	}
+	return true
+}

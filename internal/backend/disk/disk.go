@@ -1,0 +1,238 @@
+// Package disk is the local-filesystem backend: objects are files under one root directory, in
+// the same layout `nix copy --to file://DIR` writes. Writes go to a temporary file in DIR/.tmp
+// and are renamed into place after an fsync, so a crash never leaves a partial object visible.
+package disk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cached-dev/cached/internal/backend"
+)
+
+const tmpDir = ".tmp"
+
+// staleTemp is how old a temporary file must be before start-up removes it. Another process
+// (a gc run, a second server during a restart) may be writing the younger ones.
+const staleTemp = time.Hour
+
+// Backend stores objects as files under Root.
+type Backend struct {
+	root string
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// Open creates root if needed and removes stale temporary files left by a crash.
+func Open(root string) (*Backend, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("disk backend %q: %w", root, err)
+	}
+	if err := os.MkdirAll(filepath.Join(abs, tmpDir), 0o755); err != nil {
+		return nil, fmt.Errorf("disk backend: %w", err)
+	}
+	b := &Backend{root: abs}
+	entries, err := os.ReadDir(filepath.Join(abs, tmpDir))
+	if err != nil {
+		return nil, fmt.Errorf("disk backend: %w", err)
+	}
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTemp {
+			_ = os.Remove(filepath.Join(abs, tmpDir, e.Name()))
+		}
+	}
+	return b, nil
+}
+
+// Root is the directory objects live in.
+func (b *Backend) Root() string { return b.root }
+
+func (b *Backend) path(name string) (string, error) {
+	if !backend.ValidName(name) || strings.HasPrefix(name, tmpDir+"/") || name == tmpDir {
+		return "", fmt.Errorf("disk backend: invalid object name %q", name)
+	}
+	return filepath.Join(b.root, filepath.FromSlash(name)), nil
+}
+
+func (b *Backend) Save(ctx context.Context, name string, rd io.Reader) (err error) {
+	dst, err := b.path(name)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Join(b.root, tmpDir), "save-*")
+	if err != nil {
+		return fmt.Errorf("save %s: %w", name, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = io.Copy(f, contextReader{ctx, rd}); err != nil {
+		return fmt.Errorf("save %s: %w", name, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("save %s: %w", name, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("save %s: %w", name, err)
+	}
+	if err = os.Chmod(f.Name(), 0o644); err != nil {
+		return fmt.Errorf("save %s: %w", name, err)
+	}
+	if err = os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("save %s: %w", name, err)
+	}
+	if err = ctx.Err(); err != nil {
+		return fmt.Errorf("save %s: %w", name, err)
+	}
+	if err = os.Rename(f.Name(), dst); err != nil {
+		return fmt.Errorf("save %s: %w", name, err)
+	}
+	// The rename is durable only once the directory is synced.
+	if d, derr := os.Open(filepath.Dir(dst)); derr == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// contextReader stops a copy when the context is cancelled, so an abandoned upload does not
+// keep writing.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+type object struct {
+	*os.File
+	info backend.FileInfo
+}
+
+// OSFile exposes the *os.File so the HTTP layer can hand it to the kernel (sendfile).
+func (o object) OSFile() *os.File { return o.File }
+
+func (o object) Info() backend.FileInfo { return o.info }
+
+// Open returns the object with an *os.File inside; use File to reach it for zero-copy sends.
+func (b *Backend) Open(ctx context.Context, name string) (backend.Object, error) {
+	p, err := b.path(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, mapErr(name, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, mapErr(name, err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w", name, backend.ErrNotExist)
+	}
+	return object{f, backend.FileInfo{Name: name, Size: st.Size(), ModTime: st.ModTime()}}, nil
+}
+
+func (b *Backend) Stat(ctx context.Context, name string) (backend.FileInfo, error) {
+	p, err := b.path(name)
+	if err != nil {
+		return backend.FileInfo{}, err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return backend.FileInfo{}, mapErr(name, err)
+	}
+	if !st.Mode().IsRegular() {
+		return backend.FileInfo{}, fmt.Errorf("stat %s: %w", name, backend.ErrNotExist)
+	}
+	return backend.FileInfo{Name: name, Size: st.Size(), ModTime: st.ModTime()}, nil
+}
+
+func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.FileInfo) error) error {
+	// Walk only the directory the prefix names, not the whole tree.
+	dir := path.Dir(prefix)
+	if strings.HasSuffix(prefix, "/") {
+		dir = strings.TrimSuffix(prefix, "/")
+	}
+	start := b.root
+	if dir != "." && dir != "" {
+		if !backend.ValidName(dir) {
+			return fmt.Errorf("list %q: invalid prefix", prefix)
+		}
+		start = filepath.Join(b.root, filepath.FromSlash(dir))
+	}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		rel, _ := filepath.Rel(b.root, p)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if rel == tmpDir {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || !strings.HasPrefix(rel, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while listing
+			}
+			return err
+		}
+		return fn(backend.FileInfo{Name: rel, Size: info.Size(), ModTime: info.ModTime()})
+	})
+	if err != nil {
+		return fmt.Errorf("list %q: %w", prefix, err)
+	}
+	return nil
+}
+
+func (b *Backend) Remove(ctx context.Context, name string) error {
+	p, err := b.path(name)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return mapErr(name, err)
+	}
+	return nil
+}
+
+func (b *Backend) Close() error { return nil }
+
+func mapErr(name string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: %w", name, backend.ErrNotExist)
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
