@@ -1,0 +1,221 @@
+// Package index is the Badger index of a cache: the signed narinfo of every served store path and
+// a record per stored NAR, so that narinfo lookups (hits and the far more common misses) never
+// touch the backend.
+//
+// The index is a cache of the backend, never the source of truth: everything in it can be rebuilt
+// from the backend (see cache.Reindex). It must never hold something the backend does not.
+package index
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// ErrNotFound is returned (wrapped) for a key the index does not hold.
+var ErrNotFound = errors.New("not in index")
+
+const (
+	prefixNarInfo = "n/" // n/<store hash> -> narinfo text as served
+	prefixNar     = "f/" // f/<nar object name> -> NarRecord JSON
+	keyDirty      = "m/dirty"
+)
+
+// NarRecord is what the server verified about a stored NAR file.
+type NarRecord struct {
+	NarHash  string `json:"narHash"`  // sha256:<nix32> of the uncompressed NAR
+	NarSize  uint64 `json:"narSize"`  // bytes of the uncompressed NAR
+	FileHash string `json:"fileHash"` // sha256:<nix32> of the stored file
+	FileSize uint64 `json:"fileSize"` // bytes of the stored file
+}
+
+// Index wraps a Badger database.
+type Index struct {
+	db *badger.DB
+}
+
+// Open opens (creating if needed) the index in dir. Badger's memory knobs are set well below its
+// defaults: the index holds small values, and a cache server should stay small in RSS.
+func Open(dir string, log *slog.Logger) (*Index, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(4 << 10).
+		WithNumCompactors(2).
+		WithCompactL0OnClose(true)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	return &Index{db: db}, nil
+}
+
+// Close flushes and closes the database.
+func (ix *Index) Close() error { return ix.db.Close() }
+
+func (ix *Index) get(key string) ([]byte, error) {
+	var val []byte
+	err := ix.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(key))
+		if err != nil {
+			return err
+		}
+		val, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("index get %s: %w", key, err)
+	}
+	return val, nil
+}
+
+// NarInfo returns the served narinfo text of a store path hash.
+func (ix *Index) NarInfo(hash string) ([]byte, error) { return ix.get(prefixNarInfo + hash) }
+
+// HasNarInfo reports whether the index has a narinfo for hash without copying it.
+func (ix *Index) HasNarInfo(hash string) (bool, error) {
+	err := ix.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte(prefixNarInfo + hash))
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("index get narinfo %s: %w", hash, err)
+	}
+	return true, nil
+}
+
+// PutNarInfo stores the narinfo text of hash, replacing any.
+func (ix *Index) PutNarInfo(hash string, text []byte) error {
+	err := ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(prefixNarInfo+hash), text)
+	})
+	if err != nil {
+		return fmt.Errorf("index put narinfo %s: %w", hash, err)
+	}
+	return nil
+}
+
+// DeleteNarInfo removes the narinfo of hash; a missing one is not an error.
+func (ix *Index) DeleteNarInfo(hash string) error {
+	err := ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Delete([]byte(prefixNarInfo + hash))
+	})
+	if err != nil {
+		return fmt.Errorf("index delete narinfo %s: %w", hash, err)
+	}
+	return nil
+}
+
+// NarInfos calls fn for every indexed narinfo. fn must not keep text after it returns.
+func (ix *Index) NarInfos(fn func(hash string, text []byte) error) error {
+	return ix.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte(prefixNarInfo)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			hash := string(item.Key()[len(prefixNarInfo):])
+			if err := item.Value(func(v []byte) error { return fn(hash, v) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Nar returns what was verified about the stored NAR object name ("nar/....nar.xz").
+func (ix *Index) Nar(name string) (NarRecord, error) {
+	val, err := ix.get(prefixNar + name)
+	if err != nil {
+		return NarRecord{}, err
+	}
+	var rec NarRecord
+	if err := json.Unmarshal(val, &rec); err != nil {
+		return NarRecord{}, fmt.Errorf("index nar %s: %w", name, err)
+	}
+	return rec, nil
+}
+
+// PutNar records a verified NAR object.
+func (ix *Index) PutNar(name string, rec NarRecord) error {
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	err = ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(prefixNar+name), val)
+	})
+	if err != nil {
+		return fmt.Errorf("index put nar %s: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteNar forgets a NAR object; a missing one is not an error.
+func (ix *Index) DeleteNar(name string) error {
+	err := ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Delete([]byte(prefixNar + name))
+	})
+	if err != nil {
+		return fmt.Errorf("index delete nar %s: %w", name, err)
+	}
+	return nil
+}
+
+// Dirty reports whether the index was left open by a process that did not close it cleanly,
+// so writes to the backend may have happened that the index missed.
+func (ix *Index) Dirty() (bool, error) {
+	_, err := ix.get(keyDirty)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// SetDirty marks (true) or clears (false) the dirty flag.
+func (ix *Index) SetDirty(dirty bool) error {
+	return ix.db.Update(func(txn *badger.Txn) error {
+		if dirty {
+			return txn.Set([]byte(keyDirty), []byte{1})
+		}
+		return txn.Delete([]byte(keyDirty))
+	})
+}
+
+// Clear drops every narinfo and NAR record (before a full reindex).
+func (ix *Index) Clear() error {
+	for _, p := range []string{prefixNarInfo, prefixNar} {
+		if err := ix.db.DropPrefix([]byte(p)); err != nil {
+			return fmt.Errorf("index clear: %w", err)
+		}
+	}
+	return nil
+}
+
+// badgerLogger routes Badger's chatter to slog; its info level is noise for an operator.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (l badgerLogger) Infof(f string, a ...any) {
+	l.log.Debug(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (l badgerLogger) Debugf(f string, a ...any) {
+	l.log.Debug(fmt.Sprintf(f, a...), "component", "badger")
+}
