@@ -1,0 +1,60 @@
+// Command cached is a Nix binary cache server. Subcommands: serve, keygen, reindex. This package
+// holds flags and wiring only; what the cache does lives in internal/.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/alecthomas/kong"
+	"github.com/dustin/go-humanize"
+)
+
+type cli struct {
+	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error"`
+	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json"`
+
+	Serve   serveCmd   `cmd:"" help:"Serve a Nix binary cache over HTTP (nix copy --to uploads, substituters download)."`
+	Keygen  keygenCmd  `cmd:"" help:"Write a Nix-compatible ed25519 signing key pair."`
+	Reindex reindexCmd `cmd:"" help:"Rebuild the index from the backend (stop the server first)."`
+}
+
+// byteSize is a flag value such as 64GiB, 512MB or 1048576.
+type byteSize int64
+
+func (b *byteSize) UnmarshalText(text []byte) error {
+	n, err := humanize.ParseBytes(string(text))
+	if err != nil {
+		return fmt.Errorf("invalid size %q: %w", text, err)
+	}
+	*b = byteSize(n)
+	return nil
+}
+
+func newLogger(level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(strings.ToUpper(level)))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func main() {
+	var c cli
+	ctx := kong.Parse(&c,
+		kong.Name("cached"),
+		kong.Description("A content-addressed Nix binary cache server. Every flag can also be set as CACHED_<FLAG> in the environment (e.g. CACHED_LISTEN, CACHED_DATA)."),
+		kong.DefaultEnvars("CACHED"),
+		kong.UsageOnError(),
+	)
+	log := newLogger(c.LogLevel, c.LogFormat)
+	slog.SetDefault(log)
+	if err := ctx.Run(log); err != nil {
+		fmt.Fprintln(os.Stderr, "cached:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cached-dev/cached/internal/server"
+)
+
+type serveCmd struct {
+	dataFlags
+	Listen          string   `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
+	UploadTokenFile string   `help:"File with upload tokens, one per line. Default: DATA/upload-tokens, generated on first start." type:"path"`
+	PublicURL       string   `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
+	Priority        int      `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
+	MaxUploadSize   byteSize `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
+	MaxMetaSize     byteSize `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
+	ShutdownTimeout time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
+}
+
+func (c *serveCmd) Run(log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if err := os.MkdirAll(c.Data, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	tokens, tokenCreated, tokenPath, err := loadTokens(c.UploadTokenFile, c.Data)
+	if err != nil {
+		return err
+	}
+	st, err := c.open(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+
+	// The index is marked dirty while a server runs. Finding it dirty means the last one died
+	// without closing it: narinfos it committed may be missing from the index, so rebuild.
+	dirty, err := st.index.Dirty()
+	if err != nil {
+		return err
+	}
+	if dirty {
+		log.Warn("index was not closed cleanly; reindexing from the backend", "backend", st.backendDesc)
+		stats, err := st.cache.Reindex(ctx, nil)
+		if err != nil {
+			return err
+		}
+		log.Info("reindex done", "narinfos", stats.NarInfos, "invalid", stats.Invalid, "removed", stats.Removed)
+	}
+	if err := st.index.SetDirty(true); err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.index.SetDirty(false); err != nil {
+			log.Error("marking index clean", "err", err)
+		}
+	}()
+
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.Listen, err)
+	}
+	url := c.PublicURL
+	if url == "" {
+		url = "http://" + ln.Addr().String()
+	}
+	srv := server.New(server.Config{
+		Cache:         st.cache,
+		Log:           log,
+		UploadTokens:  tokens,
+		MaxUploadSize: int64(c.MaxUploadSize),
+		MaxMetaSize:   int64(c.MaxMetaSize),
+		Priority:      c.Priority,
+		PublicURL:     c.PublicURL,
+	})
+	httpSrv := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	printBanner(url, st, tokens, tokenCreated, tokenPath)
+	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKey", st.key.Public().String())
+
+	errCh := make(chan error, 1)
+	go func() { errCh <- httpSrv.Serve(ln) }()
+	select {
+	case err := <-errCh:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: waiting for in-flight requests", "timeout", c.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	if err := httpSrv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func printBanner(url string, st *opened, tokens []string, tokenCreated bool, tokenPath string) {
+	host, _, err := net.SplitHostPort(url[len("http://"):])
+	if err != nil {
+		host = "HOST"
+	}
+	if st.keyCreated {
+		fmt.Printf("Generated signing key %s (public key in %s)\n", st.key.Name, "public-key")
+	}
+	fmt.Printf(`cached is serving %s at %s
+public key: %s
+
+On machines that substitute from this cache, add to nix.conf:
+  substituters = %s
+  trusted-public-keys = %s
+
+On machines that upload, put this line in a netrc file and set netrc-file = /path/to/netrc in nix.conf:
+`, st.backendDesc, url, st.key.Public(), url, st.key.Public())
+	if tokenCreated {
+		fmt.Printf("  machine %s login cached password %s\n", host, tokens[0])
+	} else {
+		fmt.Printf("  machine %s login cached password <a token from %s>\n", host, tokenPath)
+	}
+	fmt.Printf("then upload with:\n  nix copy --to %s /nix/store/...\n\n", url)
+}

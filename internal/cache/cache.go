@@ -1,0 +1,363 @@
+// Package cache is the domain layer of a Nix binary cache: it verifies uploads while they stream,
+// signs and commits narinfos, answers lookups from the index, and rebuilds the index from the
+// backend. It knows nothing of HTTP.
+//
+// Invariants it keeps (see shared/docs/design.md): a narinfo is committed only after its NAR is
+// stored and verified; nothing partial is ever visible; the backend is the source of truth.
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/cached-dev/cached/internal/backend"
+	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/nar"
+	"github.com/cached-dev/cached/internal/narinfo"
+	"github.com/cached-dev/cached/internal/signing"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+)
+
+// CacheInfo is the body of /nix-cache-info.
+const CacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
+
+// Cache ties a backend, its index and the signing key together.
+type Cache struct {
+	backend backend.Backend
+	index   *index.Index
+	key     signing.SecretKey
+	log     *slog.Logger
+
+	// commitLocks serialises narinfo commits per store hash, so that the first complete narinfo
+	// wins and concurrent identical uploads all succeed.
+	commitLocks [64]sync.Mutex
+}
+
+// New returns a cache. It writes nix-cache-info to the backend if it is missing, so that plain
+// nix can read the backend directly.
+func New(ctx context.Context, b backend.Backend, ix *index.Index, key signing.SecretKey, log *slog.Logger) (*Cache, error) {
+	c := &Cache{backend: b, index: ix, key: key, log: log}
+	if _, err := b.Stat(ctx, "nix-cache-info"); errors.Is(err, backend.ErrNotExist) {
+		if err := b.Save(ctx, "nix-cache-info", bytes.NewReader([]byte(CacheInfo))); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("backend unreachable: %w", err)
+	}
+	return c, nil
+}
+
+// Backend returns the backend the cache stores into.
+func (c *Cache) Backend() backend.Backend { return c.backend }
+
+// PublicKey is the key clients put in trusted-public-keys.
+func (c *Cache) PublicKey() signing.PublicKey { return c.key.Public() }
+
+// NarInfo returns the narinfo served for a store path hash, or ErrNotFound. It reads only the
+// index: misses are the common case for a substituter and must stay cheap.
+func (c *Cache) NarInfo(hash string) ([]byte, error) {
+	text, err := c.index.NarInfo(hash)
+	if errors.Is(err, index.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	return text, err
+}
+
+// HasNarInfo is NarInfo without the copy, for HEAD.
+func (c *Cache) HasNarInfo(hash string) (bool, error) { return c.index.HasNarInfo(hash) }
+
+// verifyingReader passes an upload through to the backend while feeding it to a checker; at the
+// end of the body it waits for the checker's verdict and turns a refusal into a read error, which
+// makes the backend discard the object instead of committing it.
+type verifyingReader struct {
+	body     io.Reader
+	fileHash hash.Hash
+	fileSize int64
+	pw       *io.PipeWriter
+	verdict  func() error
+	done     bool
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	if v.done {
+		return 0, io.EOF
+	}
+	n, err := v.body.Read(p)
+	if n > 0 {
+		v.fileHash.Write(p[:n])
+		v.fileSize += int64(n)
+		if _, werr := v.pw.Write(p[:n]); werr != nil {
+			// The checker stopped reading: it refused the content. Its verdict says why.
+			v.pw.CloseWithError(werr)
+			if verr := v.verdict(); verr != nil {
+				return 0, verr
+			}
+			return 0, werr
+		}
+	}
+	if err == io.EOF {
+		v.pw.Close()
+		if verr := v.verdict(); verr != nil {
+			return 0, verr
+		}
+		v.done = true
+		return n, io.EOF
+	}
+	if err != nil {
+		v.pw.CloseWithError(err)
+		return n, err
+	}
+	return n, nil
+}
+
+// PutNar stores an uploaded NAR file under name ("nar/<filehash>.nar.<ext>") after verifying,
+// while it streams, that its bytes hash to the file hash in the name and that it decompresses to
+// one valid NAR. Nothing is stored if either check fails. It records the NAR's hashes and sizes
+// in the index for the narinfo that follows.
+func (c *Cache) PutNar(ctx context.Context, name string, body io.Reader) (index.NarRecord, error) {
+	nn, err := ParseNarName(name)
+	if err != nil {
+		return index.NarRecord{}, &InputError{Field: "URL", Err: err}
+	}
+	rec, err := c.verifyNar(ctx, nn, body, func(r io.Reader) error { return c.backend.Save(ctx, name, r) })
+	if err != nil {
+		return index.NarRecord{}, err
+	}
+	if err := c.index.PutNar(name, rec); err != nil {
+		return index.NarRecord{}, err
+	}
+	return rec, nil
+}
+
+// verifyNar runs store with a reader of body that fails at its end unless body is a valid NAR
+// file as named by nn. It returns what it measured.
+func (c *Cache) verifyNar(ctx context.Context, nn NarName, body io.Reader, store func(io.Reader) error) (index.NarRecord, error) {
+	pr, pw := io.Pipe()
+	type result struct {
+		narHash []byte
+		narSize int64
+		err     error
+	}
+	resCh := make(chan result, 1)
+	go func() {
+		var res result
+		defer func() { resCh <- res }()
+		dec, err := decompressor(nn.Compression, pr)
+		if err != nil {
+			res.err = inputErr("Compression", "%s: %w", nn.Name, err)
+			pr.CloseWithError(res.err)
+			return
+		}
+		defer dec.Close()
+		h := sha256.New()
+		n, err := nar.Check(io.TeeReader(dec, h))
+		if err == nil {
+			var one [1]byte
+			if m, _ := io.ReadFull(dec, one[:]); m > 0 {
+				err = errors.New("data after the end of the NAR")
+			}
+		}
+		if err != nil {
+			res.err = inputErr("NAR", "%s is not a valid %s-compressed NAR: %w", nn.Name, nn.Compression, err)
+			pr.CloseWithError(res.err)
+			return
+		}
+		// Whatever follows the compressed stream (padding) is covered by the file hash.
+		_, _ = io.Copy(io.Discard, pr)
+		res.narHash, res.narSize = h.Sum(nil), n
+	}()
+	var (
+		res     result
+		decided bool
+	)
+	wait := func() {
+		if !decided {
+			res, decided = <-resCh, true
+		}
+	}
+	vr := &verifyingReader{body: body, fileHash: sha256.New(), pw: pw}
+	vr.verdict = func() error {
+		wait()
+		if res.err != nil {
+			return res.err
+		}
+		if got := nixbase32.EncodeToString(vr.fileHash.Sum(nil)); got != nn.FileHash {
+			return inputErr("FileHash", "uploaded bytes of %s hash to sha256:%s, not to the hash in its name", nn.Name, got)
+		}
+		return nil
+	}
+	err := store(vr)
+	// If store gave up early, the checker may still be waiting for input.
+	pw.CloseWithError(errors.New("upload ended"))
+	wait()
+	if err != nil {
+		var ie *InputError
+		if errors.As(err, &ie) {
+			return index.NarRecord{}, ie
+		}
+		if ctx.Err() != nil {
+			return index.NarRecord{}, fmt.Errorf("upload %s: %w", nn.Name, ctx.Err())
+		}
+		return index.NarRecord{}, err
+	}
+	if res.err != nil {
+		return index.NarRecord{}, res.err
+	}
+	return index.NarRecord{
+		NarHash:  "sha256:" + nixbase32.EncodeToString(res.narHash),
+		NarSize:  uint64(res.narSize),
+		FileHash: "sha256:" + nn.FileHash,
+		FileSize: uint64(vr.fileSize),
+	}, nil
+}
+
+// narRecord returns the verified record of a stored NAR. A NAR in the backend that the index
+// does not know (after a crash or on a bucket written by plain nix) is verified again by reading
+// it back.
+func (c *Cache) narRecord(ctx context.Context, nn NarName) (index.NarRecord, error) {
+	rec, err := c.index.Nar(nn.Name)
+	if err == nil {
+		return rec, nil
+	}
+	if !errors.Is(err, index.ErrNotFound) {
+		return rec, err
+	}
+	obj, err := c.backend.Open(ctx, nn.Name)
+	if errors.Is(err, backend.ErrNotExist) {
+		return rec, inputErr("URL", "%s was not uploaded (upload the NAR before its narinfo)", nn.Name)
+	}
+	if err != nil {
+		return rec, err
+	}
+	defer obj.Close()
+	rec, err = c.verifyNar(ctx, nn, obj, func(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err })
+	if err != nil {
+		var ie *InputError
+		if errors.As(err, &ie) {
+			c.log.Error("stored NAR fails verification", "nar", nn.Name, "err", err)
+		}
+		return rec, err
+	}
+	return rec, c.index.PutNar(nn.Name, rec)
+}
+
+// HasNar reports whether a complete NAR object is stored under name.
+func (c *Cache) HasNar(ctx context.Context, name string) (bool, error) {
+	_, err := c.backend.Stat(ctx, name)
+	if errors.Is(err, backend.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// PutNarInfo verifies an uploaded narinfo for store hash against the NAR it names, signs it and
+// commits it. The first complete narinfo for a store path wins: a later different one is not
+// stored, and stored reports false.
+func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (stored bool, err error) {
+	ni, err := narinfo.Parse(text)
+	if err != nil {
+		return false, &InputError{Field: "narinfo", Err: err}
+	}
+	if ni.HashPart() != hash {
+		return false, inputErr("StorePath", "%s does not have the hash %s it was uploaded under", ni.StorePath, hash)
+	}
+	nn, err := ParseNarName(ni.URL)
+	if err != nil {
+		return false, &InputError{Field: "URL", Err: err}
+	}
+	comp := ni.Compression
+	if comp == "" {
+		comp = "bzip2" // what Nix assumes for a narinfo without the line
+	}
+	if comp != nn.Compression {
+		return false, inputErr("Compression", "%q does not match the URL %s", ni.Compression, ni.URL)
+	}
+	rec, err := c.narRecord(ctx, nn)
+	if err != nil {
+		return false, err
+	}
+	if got := ni.NarHash.String(); got != rec.NarHash {
+		return false, inputErr("NarHash", "narinfo says %s but %s decompresses to a NAR with %s", got, nn.Name, rec.NarHash)
+	}
+	if ni.NarSize != rec.NarSize {
+		return false, inputErr("NarSize", "narinfo says %d but %s decompresses to %d bytes", ni.NarSize, nn.Name, rec.NarSize)
+	}
+	if !ni.FileHash.IsZero() && ni.FileHash.String() != rec.FileHash {
+		return false, inputErr("FileHash", "narinfo says %s but %s hashes to %s", ni.FileHash.String(), nn.Name, rec.FileHash)
+	}
+	if ni.FileSize != 0 && ni.FileSize != rec.FileSize {
+		return false, inputErr("FileSize", "narinfo says %d but %s is %d bytes", ni.FileSize, nn.Name, rec.FileSize)
+	}
+	fh, err := narinfo.ParseHash(rec.FileHash)
+	if err != nil {
+		return false, fmt.Errorf("index record of %s: %w", nn.Name, err)
+	}
+	ni.Compression, ni.FileHash, ni.FileSize = comp, fh, rec.FileSize
+	c.sign(ni)
+	out := ni.Bytes()
+
+	mu := &c.commitLocks[lockSlot(hash)]
+	mu.Lock()
+	defer mu.Unlock()
+	existing, err := c.index.NarInfo(hash)
+	if err == nil {
+		if !bytes.Equal(existing, out) {
+			c.log.Warn("narinfo differs from the one already stored; keeping the first", "hash", hash, "storePath", ni.StorePath)
+		}
+		return false, nil
+	}
+	if !errors.Is(err, index.ErrNotFound) {
+		return false, err
+	}
+	name := hash + ".narinfo"
+	if err := c.backend.Save(ctx, name, bytes.NewReader(out)); err != nil {
+		return false, err
+	}
+	if err := c.index.PutNarInfo(hash, out); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// sign adds the server's signature, replacing an earlier one by the same key name and keeping the
+// uploader's.
+func (c *Cache) sign(ni *narinfo.NarInfo) {
+	prefix := c.key.Name + ":"
+	sigs := ni.Sigs[:0]
+	for _, s := range ni.Sigs {
+		if len(s) < len(prefix) || s[:len(prefix)] != prefix {
+			sigs = append(sigs, s)
+		}
+	}
+	ni.Sigs = append(sigs, c.key.Sign(ni.Fingerprint()))
+}
+
+func lockSlot(hash string) int {
+	var h uint32
+	for i := 0; i < len(hash); i++ {
+		h = h*31 + uint32(hash[i])
+	}
+	return int(h % 64)
+}
+
+// Open opens a stored object (NAR, listing, log, realisation) for reading.
+func (c *Cache) Open(ctx context.Context, name string) (backend.Object, error) {
+	obj, err := c.backend.Open(ctx, name)
+	if errors.Is(err, backend.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	return obj, err
+}
+
+// PutFile stores an auxiliary object (listing, build log, realisation, debuginfo) as given. The
+// caller has validated its name and content.
+func (c *Cache) PutFile(ctx context.Context, name string, body io.Reader) error {
+	return c.backend.Save(ctx, name, body)
+}

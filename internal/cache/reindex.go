@@ -1,0 +1,111 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/cached-dev/cached/internal/backend"
+	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/narinfo"
+)
+
+// ReindexStats summarises a reindex.
+type ReindexStats struct {
+	NarInfos int // narinfos indexed
+	Invalid  int // narinfos in the backend that could not be read or parsed (skipped, logged)
+	Removed  int // index entries dropped because the backend no longer has them
+}
+
+// maxNarInfoSize bounds what is read of a narinfo object.
+const maxNarInfoSize = 1 << 20
+
+// Reindex makes the index agree with the backend: every narinfo in the backend is indexed (with
+// the record of the NAR it points at, taken from the narinfo that was verified when committed)
+// and index entries whose narinfo is gone are dropped. progress, if not nil, is called every
+// 1000 narinfos.
+func (c *Cache) Reindex(ctx context.Context, progress func(ReindexStats)) (ReindexStats, error) {
+	var st ReindexStats
+	seen := make(map[string]struct{})
+	err := c.backend.List(ctx, "", func(fi backend.FileInfo) error {
+		hash, ok := strings.CutSuffix(fi.Name, ".narinfo")
+		if !ok || !ValidStoreHash(hash) {
+			return nil
+		}
+		text, ni, err := c.readNarInfo(ctx, fi.Name)
+		if errors.Is(err, backend.ErrNotExist) {
+			return nil // removed while listing
+		}
+		if err != nil {
+			var ie *InputError
+			if !errors.As(err, &ie) {
+				return err
+			}
+			st.Invalid++
+			c.log.Warn("reindex: skipping unreadable narinfo", "object", fi.Name, "err", err)
+			return nil
+		}
+		if ni.HashPart() != hash {
+			st.Invalid++
+			c.log.Warn("reindex: narinfo store path does not match its name", "object", fi.Name, "storePath", ni.StorePath)
+			return nil
+		}
+		seen[hash] = struct{}{}
+		if !ni.FileHash.IsZero() && ni.FileSize != 0 {
+			rec := index.NarRecord{NarHash: ni.NarHash.String(), NarSize: ni.NarSize, FileHash: ni.FileHash.String(), FileSize: ni.FileSize}
+			if err := c.index.PutNar(ni.URL, rec); err != nil {
+				return err
+			}
+		}
+		if err := c.index.PutNarInfo(hash, text); err != nil {
+			return err
+		}
+		st.NarInfos++
+		if progress != nil && st.NarInfos%1000 == 0 {
+			progress(st)
+		}
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("reindex: %w", err)
+	}
+	var stale []string
+	err = c.index.NarInfos(func(hash string, _ []byte) error {
+		if _, ok := seen[hash]; !ok {
+			stale = append(stale, hash)
+		}
+		return nil
+	})
+	if err != nil {
+		return st, fmt.Errorf("reindex: %w", err)
+	}
+	for _, h := range stale {
+		if err := c.index.DeleteNarInfo(h); err != nil {
+			return st, fmt.Errorf("reindex: %w", err)
+		}
+		st.Removed++
+	}
+	return st, nil
+}
+
+func (c *Cache) readNarInfo(ctx context.Context, name string) ([]byte, *narinfo.NarInfo, error) {
+	obj, err := c.backend.Open(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer obj.Close()
+	text, err := io.ReadAll(io.LimitReader(obj, maxNarInfoSize+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(text) > maxNarInfoSize {
+		return nil, nil, inputErr("narinfo", "%s is larger than %d bytes", name, maxNarInfoSize)
+	}
+	ni, err := narinfo.Parse(text)
+	if err != nil {
+		return nil, nil, &InputError{Field: "narinfo", Err: err}
+	}
+	return text, ni, nil
+}

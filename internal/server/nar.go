@@ -1,0 +1,60 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"os"
+
+	"github.com/cached-dev/cached/internal/cache"
+)
+
+func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
+	name := "nar/" + urlParam(r, "file")
+	nn, err := cache.ParseNarName(name)
+	if err != nil {
+		s.writeError(w, r, &cache.InputError{Field: "path", Err: err})
+		return
+	}
+	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
+	// download (Range) sees the same one.
+	s.serveObject(w, r, name, "application/x-nix-nar", "public, max-age=31536000, immutable", `"`+nn.FileHash+`"`)
+}
+
+// serveObject sends a stored object with Content-Length, Range and conditional requests handled
+// by http.ServeContent. A disk object is handed over as its *os.File so that the kernel copies it
+// (sendfile). No Content-Encoding is ever set: the client decompresses per the narinfo.
+func (s *Server) serveObject(w http.ResponseWriter, r *http.Request, name, contentType, cacheControl, etag string) {
+	obj, err := s.cache.Open(r.Context(), name)
+	if err == cache.ErrNotFound {
+		notFound(w)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer obj.Close()
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Cache-Control", cacheControl)
+	if etag != "" {
+		h.Set("ETag", etag)
+	}
+	var content io.ReadSeeker = obj
+	if f, ok := obj.(interface{ OSFile() *os.File }); ok {
+		content = f.OSFile()
+	}
+	http.ServeContent(w, r, "", obj.Info().ModTime, content)
+}
+
+func (s *Server) putNar(w http.ResponseWriter, r *http.Request) {
+	name := "nar/" + urlParam(r, "file")
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadSize)
+	rec, err := s.cache.PutNar(r.Context(), name, body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Debug("nar stored", "nar", name, "narHash", rec.NarHash, "narSize", rec.NarSize, "fileSize", rec.FileSize)
+	w.WriteHeader(http.StatusOK)
+}

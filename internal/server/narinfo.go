@@ -1,0 +1,115 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/cached-dev/cached/internal/cache"
+)
+
+// getTopLevel serves /<hash>.narinfo and /<hash>.ls.
+func (s *Server) getTopLevel(w http.ResponseWriter, r *http.Request) {
+	file := urlParam(r, "file")
+	if hash, ok := strings.CutSuffix(file, ".narinfo"); ok {
+		s.getNarInfo(w, r, hash)
+		return
+	}
+	if hash, ok := strings.CutSuffix(file, ".ls"); ok {
+		if !cache.ValidStoreHash(hash) {
+			s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not a store path hash", hash)})
+			return
+		}
+		s.serveObject(w, r, hash+".ls", "application/json", "public, max-age=86400", "")
+		return
+	}
+	http.Error(w, "not found", http.StatusNotFound)
+}
+
+func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string) {
+	if !cache.ValidStoreHash(hash) {
+		s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not a store path hash", hash)})
+		return
+	}
+	h := w.Header()
+	if r.Method == http.MethodHead {
+		ok, err := s.cache.HasNarInfo(hash)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if !ok {
+			notFound(w)
+			return
+		}
+		h.Set("Content-Type", "text/x-nix-narinfo")
+		h.Set("Cache-Control", "public, max-age=86400")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	text, err := s.cache.NarInfo(hash)
+	if err == cache.ErrNotFound {
+		notFound(w)
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	h.Set("Content-Type", "text/x-nix-narinfo")
+	h.Set("Content-Length", strconv.Itoa(len(text)))
+	h.Set("Cache-Control", "public, max-age=86400")
+	w.Write(text)
+}
+
+// notFound is the cheap, common answer to a substituter asking for a path we lack. It is cached
+// only briefly: the path may be uploaded soon.
+func notFound(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "public, max-age=60")
+	h.Set("Content-Length", "10")
+	w.WriteHeader(http.StatusNotFound)
+	w.Write([]byte("not found\n"))
+}
+
+// putTopLevel accepts /<hash>.narinfo and /<hash>.ls.
+func (s *Server) putTopLevel(w http.ResponseWriter, r *http.Request) {
+	file := urlParam(r, "file")
+	hash, isNarInfo := strings.CutSuffix(file, ".narinfo")
+	lsHash, isLs := strings.CutSuffix(file, ".ls")
+	if isLs {
+		hash = lsHash
+	}
+	if (!isNarInfo && !isLs) || !cache.ValidStoreHash(hash) {
+		s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not <store hash>.narinfo or <store hash>.ls", file)})
+		return
+	}
+	body, err := s.readMeta(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if isLs {
+		if !json.Valid(body) {
+			s.writeError(w, r, &cache.InputError{Field: "body", Err: errorf("listing %s is not valid JSON", file)})
+			return
+		}
+		if err := s.cache.PutFile(r.Context(), file, strings.NewReader(string(body))); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	stored, err := s.cache.PutNarInfo(r.Context(), hash, body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !stored {
+		s.log.Info("narinfo already present, upload not stored", "hash", hash)
+	}
+	w.WriteHeader(http.StatusOK)
+}

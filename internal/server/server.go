@@ -1,0 +1,152 @@
+// Package server is the HTTP surface of cached: the Nix binary cache protocol over go-chi. Its
+// handlers are thin (parse the request, call the cache, write the answer); what a request means
+// lives in package cache. Errors become status codes in one place, writeError.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/cached-dev/cached/internal/cache"
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+)
+
+// Config is what the HTTP layer needs.
+type Config struct {
+	Cache *cache.Cache
+	Log   *slog.Logger
+	// UploadTokens are accepted as the HTTP Basic password or Bearer token on writes.
+	UploadTokens []string
+	// MaxUploadSize bounds a NAR upload's body, in bytes.
+	MaxUploadSize int64
+	// MaxMetaSize bounds narinfo, listing, log and realisation bodies, in bytes, after decoding.
+	MaxMetaSize int64
+	// Priority is announced in nix-cache-info (lower wins among substituters).
+	Priority int
+	// PublicURL is shown on the landing page; empty means "derive from the request".
+	PublicURL string
+}
+
+// Server answers the protocol.
+type Server struct {
+	cfg    Config
+	cache  *cache.Cache
+	log    *slog.Logger
+	auth   *tokenSet
+	router chi.Router
+}
+
+// New builds the handler.
+func New(cfg Config) *Server {
+	if cfg.MaxMetaSize == 0 {
+		cfg.MaxMetaSize = 8 << 20
+	}
+	if cfg.Priority == 0 {
+		cfg.Priority = 40
+	}
+	s := &Server{cfg: cfg, cache: cfg.Cache, log: cfg.Log, auth: newTokenSet(cfg.UploadTokens)}
+	r := chi.NewRouter()
+	// GetHead answers HEAD with the GET handler; net/http drops the body.
+	r.Use(s.logRequests, s.recoverPanics, rejectHostilePaths, middleware.GetHead)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "not found", http.StatusNotFound) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	})
+
+	r.Get("/", s.landing)
+	r.Get("/nix-cache-info", s.getCacheInfo)
+	r.With(s.requireUpload).Put("/nix-cache-info", s.putCacheInfo)
+
+	r.Get("/{file}", s.getTopLevel) // <hash>.narinfo, <hash>.ls
+	r.With(s.requireUpload).Put("/{file}", s.putTopLevel)
+
+	r.Get("/nar/{file}", s.getNar)
+	r.With(s.requireUpload).Put("/nar/{file}", s.putNar)
+
+	r.Get("/log/{drv}", s.getLog)
+	r.With(s.requireUpload).Put("/log/{drv}", s.putLog)
+
+	r.Get("/realisations/{id}", s.getRealisation)
+	r.With(s.requireUpload).Put("/realisations/{id}", s.putRealisation)
+	r.Get("/build-trace-v2/{drv}/{output}", s.getBuildTrace)
+	r.With(s.requireUpload).Put("/build-trace-v2/{drv}/{output}", s.putBuildTrace)
+
+	r.Get("/debuginfo/{id}", s.getDebugInfo)
+	r.With(s.requireUpload).Put("/debuginfo/{id}", s.putDebugInfo)
+
+	s.router = r
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// writeError maps an error to a status code: the one place that does.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		ie      *cache.InputError
+		tooBig  *http.MaxBytesError
+		status  int
+		message string
+	)
+	switch {
+	case errors.As(err, &tooBig):
+		status, message = http.StatusRequestEntityTooLarge, "body larger than the configured limit"
+	case errors.As(err, &ie):
+		status, message = http.StatusBadRequest, err.Error()
+	case errors.Is(err, cache.ErrNotFound):
+		status, message = http.StatusNotFound, "not found"
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		status, message = 499, "client closed request"
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+		// The index or backend cannot answer: a 5xx makes nix retry, where a 404 would make it
+		// believe the path is absent.
+		status, message = http.StatusServiceUnavailable, "cache temporarily unavailable"
+	default:
+		status, message = http.StatusInternalServerError, "internal error storing the upload"
+	}
+	setErr(r, err)
+	if status >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, message, status)
+}
+
+// rejectHostilePaths refuses traversal and encoded separators before routing, so no handler
+// ever sees them.
+func rejectHostilePaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		bad := strings.ContainsAny(p, "\\\x00") || strings.Contains(p, "//")
+		for _, seg := range strings.Split(p, "/") {
+			if seg == "." || seg == ".." {
+				bad = true
+			}
+		}
+		raw := strings.ToLower(r.URL.RawPath)
+		if strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") || strings.Contains(raw, "%00") {
+			bad = true
+		}
+		if bad {
+			http.Error(w, "invalid path", http.StatusBadRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// urlParam returns a route parameter, decoded.
+func urlParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath != "" {
+		if d, err := urlUnescape(v); err == nil {
+			return d
+		}
+	}
+	return v
+}
