@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every check and test of cached: gofmt, go vet, staticcheck, and `go test -race ./...`,
+# which includes the end-to-end tests that drive the real nix client against the server.
+# Installs what it needs when missing (Debian's nix-bin; staticcheck from the Go module proxy).
+# Usage: ./test.sh [extra go test flags, e.g. -run TestNixRoundTrip -v]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+STATICCHECK_VERSION=v0.8.2
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v nix >/dev/null 2>&1 || missing+=(nix-bin)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+export PATH="$(go env GOPATH)/bin:$PATH"
+if ! command -v staticcheck >/dev/null 2>&1; then
+  echo "== installing staticcheck $STATICCHECK_VERSION"
+  go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+echo "== go vet"
+go vet ./...
+echo "== staticcheck"
+staticcheck ./...
+echo "== go test -race"
+go test -race -timeout 40m -count=1 "$@" ./...
