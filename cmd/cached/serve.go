@@ -17,12 +17,12 @@ import (
 
 type serveCmd struct {
 	dataFlags
-	Listen          string   `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
-	UploadTokenFile string   `help:"File with upload tokens, one per line. Default: DATA/upload-tokens, generated on first start." type:"path"`
-	PublicURL       string   `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
-	Priority        int      `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
-	MaxUploadSize   byteSize `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
-	MaxMetaSize     byteSize `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
+	Listen          string        `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
+	UploadTokenFile string        `help:"File with upload tokens, one per line. Default: DATA/upload-tokens, generated on first start." type:"path"`
+	PublicURL       string        `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
+	Priority        int           `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
+	MaxUploadSize   byteSize      `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
+	MaxMetaSize     byteSize      `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
 	ShutdownTimeout time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
 }
 
