@@ -19,7 +19,7 @@ type reindexCmd struct {
 func (c *reindexCmd) Run(log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	st, err := c.open(ctx, log)
+	st, err := c.open(ctx, log, cache.Options{})
 	if err != nil {
 		return err
 	}

@@ -12,18 +12,21 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/server"
 )
 
 type serveCmd struct {
 	dataFlags
-	Listen          string        `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
-	UploadTokenFile string        `help:"File with upload tokens, one per line. Default: DATA/upload-tokens, generated on first start." type:"path"`
-	PublicURL       string        `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
-	Priority        int           `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
-	MaxUploadSize   byteSize      `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
-	MaxMetaSize     byteSize      `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
-	ShutdownTimeout time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
+	Listen           string        `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
+	UploadTokenFile  string        `help:"File with upload tokens, one per line. Default: DATA/upload-tokens, generated on first start." type:"path"`
+	PublicURL        string        `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
+	Priority         int           `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
+	MaxUploadSize    byteSize      `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
+	MaxMetaSize      byteSize      `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
+	ShutdownTimeout  time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
+	StoreCompression string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
+	ZstdLevel        int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
 }
 
 func (c *serveCmd) Run(log *slog.Logger) error {
@@ -37,7 +40,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	st, err := c.open(ctx, log)
+	st, err := c.open(ctx, log, cache.Options{StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel})
 	if err != nil {
 		return err
 	}
@@ -56,6 +59,11 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 			return err
 		}
 		log.Info("reindex done", "narinfos", stats.NarInfos, "invalid", stats.Invalid, "removed", stats.Removed)
+	}
+	if n, err := st.cache.CleanStaging(ctx, time.Hour); err != nil {
+		return fmt.Errorf("cleaning staged uploads: %w", err)
+	} else if n > 0 {
+		log.Info("removed stale staged uploads", "count", n)
 	}
 	if err := st.index.SetDirty(true); err != nil {
 		return err

@@ -40,7 +40,7 @@ func (o *opened) close() {
 }
 
 // open wires backend, index and key together.
-func (d *dataFlags) open(ctx context.Context, log *slog.Logger) (*opened, error) {
+func (d *dataFlags) open(ctx context.Context, log *slog.Logger, opts cache.Options) (*opened, error) {
 	if err := os.MkdirAll(d.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -59,7 +59,7 @@ func (d *dataFlags) open(ctx context.Context, log *slog.Logger) (*opened, error)
 		}
 		return nil, err
 	}
-	c, err := cache.New(ctx, be, ix, key, log)
+	c, err := cache.New(ctx, be, ix, key, log, opts)
 	if err != nil {
 		ix.Close()
 		return nil, err

@@ -59,6 +59,13 @@ type Backend interface {
 	Close() error
 }
 
+// Mover is implemented by backends that can give an object a new name without sending its bytes
+// again (a rename on disk, a server-side copy on S3). The object appears under to only complete;
+// from is gone afterwards. Backends without it are moved by copying through the client.
+type Mover interface {
+	Move(ctx context.Context, from, to string) error
+}
+
 // ValidName reports whether name is acceptable as an object name: relative, slash-separated,
 // no empty, "." or ".." segments, no backslash or NUL. The server checks names before they get
 // here; backends check again because a traversal must never reach the filesystem or a bucket.

@@ -9,20 +9,16 @@ package cache
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"sync"
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/index"
-	"github.com/cached-dev/cached/internal/nar"
 	"github.com/cached-dev/cached/internal/narinfo"
 	"github.com/cached-dev/cached/internal/signing"
-	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
 
 // CacheInfo is the body of /nix-cache-info.
@@ -34,6 +30,7 @@ type Cache struct {
 	index   *index.Index
 	key     signing.SecretKey
 	log     *slog.Logger
+	opts    Options
 
 	// commitLocks serialises narinfo commits per store hash, so that the first complete narinfo
 	// wins and concurrent identical uploads all succeed.
@@ -42,8 +39,11 @@ type Cache struct {
 
 // New returns a cache. It writes nix-cache-info to the backend if it is missing, so that plain
 // nix can read the backend directly.
-func New(ctx context.Context, b backend.Backend, ix *index.Index, key signing.SecretKey, log *slog.Logger) (*Cache, error) {
-	c := &Cache{backend: b, index: ix, key: key, log: log}
+func New(ctx context.Context, b backend.Backend, ix *index.Index, key signing.SecretKey, log *slog.Logger, opts Options) (*Cache, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	c := &Cache{backend: b, index: ix, key: key, log: log, opts: opts}
 	if _, err := b.Stat(ctx, "nix-cache-info"); errors.Is(err, backend.ErrNotExist) {
 		if err := b.Save(ctx, "nix-cache-info", bytes.NewReader([]byte(CacheInfo))); err != nil {
 			return nil, err
@@ -73,151 +73,6 @@ func (c *Cache) NarInfo(hash string) ([]byte, error) {
 // HasNarInfo is NarInfo without the copy, for HEAD.
 func (c *Cache) HasNarInfo(hash string) (bool, error) { return c.index.HasNarInfo(hash) }
 
-// verifyingReader passes an upload through to the backend while feeding it to a checker; at the
-// end of the body it waits for the checker's verdict and turns a refusal into a read error, which
-// makes the backend discard the object instead of committing it.
-type verifyingReader struct {
-	body     io.Reader
-	fileHash hash.Hash
-	fileSize int64
-	pw       *io.PipeWriter
-	verdict  func() error
-	done     bool
-}
-
-func (v *verifyingReader) Read(p []byte) (int, error) {
-	if v.done {
-		return 0, io.EOF
-	}
-	n, err := v.body.Read(p)
-	if n > 0 {
-		v.fileHash.Write(p[:n])
-		v.fileSize += int64(n)
-		if _, werr := v.pw.Write(p[:n]); werr != nil {
-			// The checker stopped reading: it refused the content. Its verdict says why.
-			v.pw.CloseWithError(werr)
-			if verr := v.verdict(); verr != nil {
-				return 0, verr
-			}
-			return 0, werr
-		}
-	}
-	if err == io.EOF {
-		v.pw.Close()
-		if verr := v.verdict(); verr != nil {
-			return 0, verr
-		}
-		v.done = true
-		return n, io.EOF
-	}
-	if err != nil {
-		v.pw.CloseWithError(err)
-		return n, err
-	}
-	return n, nil
-}
-
-// PutNar stores an uploaded NAR file under name ("nar/<filehash>.nar.<ext>") after verifying,
-// while it streams, that its bytes hash to the file hash in the name and that it decompresses to
-// one valid NAR. Nothing is stored if either check fails. It records the NAR's hashes and sizes
-// in the index for the narinfo that follows.
-func (c *Cache) PutNar(ctx context.Context, name string, body io.Reader) (index.NarRecord, error) {
-	nn, err := ParseNarName(name)
-	if err != nil {
-		return index.NarRecord{}, &InputError{Field: "URL", Err: err}
-	}
-	rec, err := c.verifyNar(ctx, nn, body, func(r io.Reader) error { return c.backend.Save(ctx, name, r) })
-	if err != nil {
-		return index.NarRecord{}, err
-	}
-	if err := c.index.PutNar(name, rec); err != nil {
-		return index.NarRecord{}, err
-	}
-	return rec, nil
-}
-
-// verifyNar runs store with a reader of body that fails at its end unless body is a valid NAR
-// file as named by nn. It returns what it measured.
-func (c *Cache) verifyNar(ctx context.Context, nn NarName, body io.Reader, store func(io.Reader) error) (index.NarRecord, error) {
-	pr, pw := io.Pipe()
-	type result struct {
-		narHash []byte
-		narSize int64
-		err     error
-	}
-	resCh := make(chan result, 1)
-	go func() {
-		var res result
-		defer func() { resCh <- res }()
-		dec, err := decompressor(nn.Compression, pr)
-		if err != nil {
-			res.err = inputErr("Compression", "%s: %w", nn.Name, err)
-			pr.CloseWithError(res.err)
-			return
-		}
-		defer dec.Close()
-		h := sha256.New()
-		n, err := nar.Check(io.TeeReader(dec, h))
-		if err == nil {
-			var one [1]byte
-			if m, _ := io.ReadFull(dec, one[:]); m > 0 {
-				err = errors.New("data after the end of the NAR")
-			}
-		}
-		if err != nil {
-			res.err = inputErr("NAR", "%s is not a valid %s-compressed NAR: %w", nn.Name, nn.Compression, err)
-			pr.CloseWithError(res.err)
-			return
-		}
-		// Whatever follows the compressed stream (padding) is covered by the file hash.
-		_, _ = io.Copy(io.Discard, pr)
-		res.narHash, res.narSize = h.Sum(nil), n
-	}()
-	var (
-		res     result
-		decided bool
-	)
-	wait := func() {
-		if !decided {
-			res, decided = <-resCh, true
-		}
-	}
-	vr := &verifyingReader{body: body, fileHash: sha256.New(), pw: pw}
-	vr.verdict = func() error {
-		wait()
-		if res.err != nil {
-			return res.err
-		}
-		if got := nixbase32.EncodeToString(vr.fileHash.Sum(nil)); got != nn.FileHash {
-			return inputErr("FileHash", "uploaded bytes of %s hash to sha256:%s, not to the hash in its name", nn.Name, got)
-		}
-		return nil
-	}
-	err := store(vr)
-	// If store gave up early, the checker may still be waiting for input.
-	pw.CloseWithError(errors.New("upload ended"))
-	wait()
-	if err != nil {
-		var ie *InputError
-		if errors.As(err, &ie) {
-			return index.NarRecord{}, ie
-		}
-		if ctx.Err() != nil {
-			return index.NarRecord{}, fmt.Errorf("upload %s: %w", nn.Name, ctx.Err())
-		}
-		return index.NarRecord{}, err
-	}
-	if res.err != nil {
-		return index.NarRecord{}, res.err
-	}
-	return index.NarRecord{
-		NarHash:  "sha256:" + nixbase32.EncodeToString(res.narHash),
-		NarSize:  uint64(res.narSize),
-		FileHash: "sha256:" + nn.FileHash,
-		FileSize: uint64(vr.fileSize),
-	}, nil
-}
-
 // narRecord returns the verified record of a stored NAR. A NAR in the backend that the index
 // does not know (after a crash or on a bucket written by plain nix) is verified again by reading
 // it back.
@@ -237,7 +92,7 @@ func (c *Cache) narRecord(ctx context.Context, nn NarName) (index.NarRecord, err
 		return rec, err
 	}
 	defer obj.Close()
-	rec, err = c.verifyNar(ctx, nn, obj, func(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err })
+	res, err := c.ingest(ctx, nn, nn.Compression, obj, func(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err })
 	if err != nil {
 		var ie *InputError
 		if errors.As(err, &ie) {
@@ -245,7 +100,11 @@ func (c *Cache) narRecord(ctx context.Context, nn NarName) (index.NarRecord, err
 		}
 		return rec, err
 	}
-	return rec, c.index.PutNar(nn.Name, rec)
+	rec = res.stored
+	if err := c.index.PutNar(nn.Name, rec); err != nil {
+		return rec, err
+	}
+	return rec, c.index.PutNarHash(rec.NarHash, nn.Name)
 }
 
 // HasNar reports whether a complete NAR object is stored under name.
@@ -279,7 +138,18 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	if comp != nn.Compression {
 		return false, inputErr("Compression", "%q does not match the URL %s", ni.Compression, ni.URL)
 	}
-	rec, err := c.narRecord(ctx, nn)
+	// The NAR may be stored under another name than uploaded (recompressed or deduplicated).
+	storedName, uploadedSize, aliased := nn.Name, uint64(0), false
+	if a, err := c.index.Alias(nn.Name); err == nil {
+		storedName, uploadedSize, aliased = a.Stored, a.FileSize, true
+	} else if !errors.Is(err, index.ErrNotFound) {
+		return false, err
+	}
+	snn, err := ParseNarName(storedName)
+	if err != nil {
+		return false, fmt.Errorf("alias of %s: %w", nn.Name, err)
+	}
+	rec, err := c.narRecord(ctx, snn)
 	if err != nil {
 		return false, err
 	}
@@ -289,17 +159,22 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	if ni.NarSize != rec.NarSize {
 		return false, inputErr("NarSize", "narinfo says %d but %s decompresses to %d bytes", ni.NarSize, nn.Name, rec.NarSize)
 	}
-	if !ni.FileHash.IsZero() && ni.FileHash.String() != rec.FileHash {
-		return false, inputErr("FileHash", "narinfo says %s but %s hashes to %s", ni.FileHash.String(), nn.Name, rec.FileHash)
+	wantFileHash, wantFileSize := rec.FileHash, rec.FileSize
+	if aliased {
+		wantFileHash, wantFileSize = "sha256:"+nn.FileHash, uploadedSize
 	}
-	if ni.FileSize != 0 && ni.FileSize != rec.FileSize {
-		return false, inputErr("FileSize", "narinfo says %d but %s is %d bytes", ni.FileSize, nn.Name, rec.FileSize)
+	if !ni.FileHash.IsZero() && ni.FileHash.String() != wantFileHash {
+		return false, inputErr("FileHash", "narinfo says %s but %s hashes to %s", ni.FileHash.String(), nn.Name, wantFileHash)
+	}
+	if ni.FileSize != 0 && ni.FileSize != wantFileSize {
+		return false, inputErr("FileSize", "narinfo says %d but %s is %d bytes", ni.FileSize, nn.Name, wantFileSize)
 	}
 	fh, err := narinfo.ParseHash(rec.FileHash)
 	if err != nil {
-		return false, fmt.Errorf("index record of %s: %w", nn.Name, err)
+		return false, fmt.Errorf("index record of %s: %w", snn.Name, err)
 	}
-	ni.Compression, ni.FileHash, ni.FileSize = comp, fh, rec.FileSize
+	// What is served is what is stored; the signature does not cover these fields.
+	ni.URL, ni.Compression, ni.FileHash, ni.FileSize = snn.Name, snn.Compression, fh, rec.FileSize
 	c.sign(ni)
 	out := ni.Bytes()
 

@@ -14,12 +14,14 @@ import (
 // ones TestNixRoundTrip covers with a large file, and substitutes each back.
 func TestEveryCompressionAccepted(t *testing.T) {
 	requireNix(t)
-	for _, comp := range []string{"bzip2", "br"} {
-		t.Run(comp, func(t *testing.T) {
-			srv := startServer(t, t.TempDir())
+	for _, tc := range []struct{ comp, policy string }{
+		{"bzip2", "zstd"}, {"br", "zstd"}, {"bzip2", "as-uploaded"}, {"br", "as-uploaded"}, {"zstd", "xz"},
+	} {
+		t.Run(tc.comp+"-stored-as-"+tc.policy, func(t *testing.T) {
+			srv := startServer(t, t.TempDir(), "--store-compression", tc.policy)
 			n := newNixClient(t, hostOf(srv.URL), srv.Token)
 			c := buildClosure(t, n, 256<<10)
-			n.run("nix", "copy", "--to", srv.URL+"?compression="+comp, c.Top)
+			n.run("nix", "copy", "--to", srv.URL+"?compression="+tc.comp, c.Top)
 			n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", srv.PublicKey, "-r", c.Top)
 			substituteFresh(t, n, srv.URL, srv.PublicKey, c)
 		})

@@ -39,13 +39,19 @@ func bigClosure(t *testing.T, n *nixClient) closure {
 }
 
 // TestNixRoundTrip uploads a closure with every kind of file and a >100 MiB file with
-// `nix copy --to` in each compression, then checks it with nix path-info, nix store verify and
+// `nix copy --to` in each compression (recompressed to zstd by default, or kept as uploaded), then checks it with nix path-info, nix store verify and
 // nix store ls against the cache, and substitutes it into a fresh store with signatures required.
 func TestNixRoundTrip(t *testing.T) {
 	requireNix(t)
-	for _, comp := range []string{"xz", "zstd", "none"} {
-		t.Run(comp, func(t *testing.T) {
-			srv := startServer(t, t.TempDir())
+	for _, tc := range []struct{ comp, policy, wantExt string }{
+		{"xz", "zstd", ".nar.zst"}, // transcoded while streaming in
+		{"zstd", "zstd", ".nar.zst"},
+		{"none", "zstd", ".nar.zst"},
+		{"none", "as-uploaded", ".nar"},
+	} {
+		comp := tc.comp
+		t.Run(comp+"-stored-as-"+tc.policy, func(t *testing.T) {
+			srv := startServer(t, t.TempDir(), "--store-compression", tc.policy)
 			n := newNixClient(t, hostOf(srv.URL), srv.Token)
 			c := bigClosure(t, n)
 			dest := srv.URL
@@ -72,8 +78,8 @@ func TestNixRoundTrip(t *testing.T) {
 			}
 			keyName := strings.SplitN(srv.PublicKey, ":", 2)[0]
 			for _, in := range infos {
-				if ext := map[string]string{"xz": ".nar.xz", "zstd": ".nar.zst", "none": ".nar"}[comp]; !strings.HasSuffix(in.URL, ext) {
-					t.Errorf("%s: url %q, want one ending in %s", in.Path, in.URL, ext)
+				if !strings.HasSuffix(in.URL, tc.wantExt) {
+					t.Errorf("%s: url %q, want one ending in %s", in.Path, in.URL, tc.wantExt)
 				}
 				signed := false
 				for _, s := range in.Signatures {

@@ -17,7 +17,7 @@ import (
 // TestSIGTERMFinishesDownloads: a download in flight when the server is told to stop completes
 // in full, then the server exits cleanly.
 func TestSIGTERMFinishesDownloads(t *testing.T) {
-	srv := startServer(t, t.TempDir())
+	srv := startServer(t, t.TempDir(), "--store-compression", "as-uploaded")
 	content := make([]byte, 64<<20)
 	rand.Read(content)
 	var narBuf bytes.Buffer

@@ -21,6 +21,8 @@ var ErrNotFound = errors.New("not in index")
 const (
 	prefixNarInfo = "n/" // n/<store hash> -> narinfo text as served
 	prefixNar     = "f/" // f/<nar object name> -> NarRecord JSON
+	prefixNarHash = "h/" // h/<sha256:nix32 NarHash> -> name of the object storing that NAR
+	prefixAlias   = "a/" // a/<uploaded NAR name> -> AliasRecord JSON
 	keyDirty      = "m/dirty"
 )
 
@@ -174,6 +176,62 @@ func (ix *Index) DeleteNar(name string) error {
 	return nil
 }
 
+// AliasRecord remembers a NAR upload the server stored under another name (transcoded, or
+// deduplicated against an object holding the same NAR), so that the narinfo PUT that follows,
+// which names the uploaded URL, can be resolved.
+type AliasRecord struct {
+	Stored   string `json:"stored"`   // object name the NAR is stored under
+	FileSize uint64 `json:"fileSize"` // size of the file as uploaded
+}
+
+// NarByHash returns the name of the object that stores the NAR with this NarHash.
+func (ix *Index) NarByHash(narHash string) (string, error) {
+	v, err := ix.get(prefixNarHash + narHash)
+	return string(v), err
+}
+
+// PutNarHash records that the NAR with narHash is stored as name.
+func (ix *Index) PutNarHash(narHash, name string) error {
+	err := ix.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(prefixNarHash+narHash), []byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("index put nar hash %s: %w", narHash, err)
+	}
+	return nil
+}
+
+// DeleteNarHash forgets where the NAR with narHash is stored.
+func (ix *Index) DeleteNarHash(narHash string) error {
+	return ix.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixNarHash + narHash)) })
+}
+
+// Alias returns where an uploaded NAR name was stored.
+func (ix *Index) Alias(uploaded string) (AliasRecord, error) {
+	v, err := ix.get(prefixAlias + uploaded)
+	if err != nil {
+		return AliasRecord{}, err
+	}
+	var a AliasRecord
+	if err := json.Unmarshal(v, &a); err != nil {
+		return AliasRecord{}, fmt.Errorf("index alias %s: %w", uploaded, err)
+	}
+	return a, nil
+}
+
+// PutAlias records where an uploaded NAR name was stored.
+func (ix *Index) PutAlias(uploaded string, a AliasRecord) error {
+	v, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	err = ix.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(prefixAlias+uploaded), v) })
+	if err != nil {
+		return fmt.Errorf("index put alias %s: %w", uploaded, err)
+	}
+	return nil
+}
+
 // Dirty reports whether the index was left open by a process that did not close it cleanly,
 // so writes to the backend may have happened that the index missed.
 func (ix *Index) Dirty() (bool, error) {
@@ -196,7 +254,7 @@ func (ix *Index) SetDirty(dirty bool) error {
 
 // Clear drops every narinfo and NAR record (before a full reindex).
 func (ix *Index) Clear() error {
-	for _, p := range []string{prefixNarInfo, prefixNar} {
+	for _, p := range []string{prefixNarInfo, prefixNar, prefixNarHash, prefixAlias} {
 		if err := ix.db.DropPrefix([]byte(p)); err != nil {
 			return fmt.Errorf("index clear: %w", err)
 		}

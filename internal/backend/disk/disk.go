@@ -228,6 +228,29 @@ func (b *Backend) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
+// Move renames an object; the rename is atomic on one filesystem.
+func (b *Backend) Move(ctx context.Context, from, to string) error {
+	src, err := b.path(from)
+	if err != nil {
+		return err
+	}
+	dst, err := b.path(to)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("move %s: %w", from, err)
+	}
+	if err := os.Rename(src, dst); err != nil {
+		return mapErr(from, err)
+	}
+	if d, derr := os.Open(filepath.Dir(dst)); derr == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
 func (b *Backend) Close() error { return nil }
 
 func mapErr(name string, err error) error {

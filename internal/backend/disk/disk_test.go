@@ -55,3 +55,11 @@ func TestTempFilesNotListed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestMove(t *testing.T) {
+	b, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	backendtest.RunMove(t, b)
+}

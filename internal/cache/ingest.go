@@ -1,0 +1,244 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+
+	"github.com/cached-dev/cached/internal/backend"
+	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/nar"
+	"github.com/cached-dev/cached/internal/narinfo"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+)
+
+// ingestResult is what one pass over an uploaded NAR file measured.
+type ingestResult struct {
+	uploadedSize uint64          // bytes of the file as uploaded
+	stored       index.NarRecord // the NAR and the file as stored
+	compression  string          // compression of the stored file
+}
+
+// countingWriter counts and hashes what goes through it.
+type countingWriter struct {
+	h hash.Hash
+	n int64
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.h.Write(p)
+	w.n += int64(len(p))
+	return len(p), nil
+}
+
+// ingest streams an uploaded NAR file (named by nn, in nn.Compression) once: it hashes the
+// uploaded bytes, decompresses and validates the NAR while hashing it, and, when target differs
+// from the upload's compression, recompresses it. store receives the bytes to keep (the upload
+// itself, or the recompressed file); the stream it reads fails instead of ending if anything
+// does not verify, so a backend's Save never commits refused content.
+func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.Reader, store func(io.Reader) error) (ingestResult, error) {
+	pr, pw := io.Pipe()
+	uploaded := &countingWriter{h: sha256.New()}
+	storedW := &countingWriter{h: sha256.New()}
+	narH := sha256.New()
+	transcode := target != nn.Compression
+	var narSize int64
+
+	produce := func() error {
+		var src io.Reader
+		var enc io.WriteCloser
+		if transcode {
+			src = io.TeeReader(body, uploaded)
+			var err error
+			enc, err = compressor(target, io.MultiWriter(storedW, pw), c.opts)
+			if err != nil {
+				return err
+			}
+		} else {
+			src = io.TeeReader(body, io.MultiWriter(uploaded, pw))
+		}
+		dec, err := decompressor(nn.Compression, src)
+		if err != nil {
+			return inputErr("Compression", "%s: %w", nn.Name, err)
+		}
+		defer dec.Close()
+		sink := io.Writer(narH)
+		if enc != nil {
+			sink = io.MultiWriter(narH, enc)
+		}
+		narSize, err = nar.Check(io.TeeReader(dec, sink))
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return ctxErr
+			}
+			// Wrapped, so that a body over the size limit still reads as that.
+			return inputErr("NAR", "%s is not a valid %s-compressed NAR: %w", nn.Name, nn.Compression, err)
+		}
+		var one [1]byte
+		if m, _ := io.ReadFull(dec, one[:]); m > 0 {
+			return inputErr("NAR", "%s: data after the end of the NAR", nn.Name)
+		}
+		// Whatever follows the compressed stream is covered by the file hash.
+		if _, err := io.Copy(io.Discard, src); err != nil {
+			return err
+		}
+		if enc != nil {
+			if err := enc.Close(); err != nil {
+				return fmt.Errorf("recompress %s: %w", nn.Name, err)
+			}
+		}
+		if got := nixbase32.EncodeToString(uploaded.h.Sum(nil)); got != nn.FileHash {
+			return inputErr("FileHash", "uploaded bytes of %s hash to sha256:%s, not to the hash in its name", nn.Name, got)
+		}
+		return nil
+	}
+	prodErr := make(chan error, 1)
+	go func() {
+		err := produce()
+		pw.CloseWithError(err) // nil closes with EOF: the stream ends only if everything verified
+		prodErr <- err
+	}()
+	storeErr := store(pr)
+	pr.CloseWithError(errors.New("store stopped reading")) // unblock the producer if store gave up
+	perr := <-prodErr
+	if perr != nil {
+		if ctx.Err() != nil {
+			return ingestResult{}, fmt.Errorf("upload %s: %w", nn.Name, ctx.Err())
+		}
+		return ingestResult{}, perr
+	}
+	if storeErr != nil {
+		return ingestResult{}, storeErr
+	}
+	res := ingestResult{uploadedSize: uint64(uploaded.n), compression: target}
+	res.stored.NarHash = "sha256:" + nixbase32.EncodeToString(narH.Sum(nil))
+	res.stored.NarSize = uint64(narSize)
+	if transcode {
+		res.stored.FileHash = "sha256:" + nixbase32.EncodeToString(storedW.h.Sum(nil))
+		res.stored.FileSize = uint64(storedW.n)
+	} else {
+		res.stored.FileHash = "sha256:" + nn.FileHash
+		res.stored.FileSize = uint64(uploaded.n)
+	}
+	return res, nil
+}
+
+// PutNar stores an uploaded NAR file named name ("nar/<filehash>.nar.<ext>") after verifying,
+// while it streams, that its bytes hash to the file hash in the name and that it decompresses to
+// one valid NAR; it is recompressed to the configured store compression on the way. A NAR whose
+// NarHash is already stored is kept only once. When the stored name differs from the uploaded
+// one, the uploaded name becomes an alias that the following narinfo PUT resolves.
+func (c *Cache) PutNar(ctx context.Context, name string, body io.Reader) (index.NarRecord, error) {
+	nn, err := ParseNarName(name)
+	if err != nil {
+		return index.NarRecord{}, &InputError{Field: "URL", Err: err}
+	}
+	target := c.opts.storedCompression(nn.Compression)
+	// Uploads land under a staging name: the stored name depends on the hash of the recompressed
+	// bytes, known only at the end, and a NAR that is already stored must not be stored twice.
+	var rnd [12]byte
+	rand.Read(rnd[:])
+	saveAs := StagingPrefix + hex.EncodeToString(rnd[:])
+	res, err := c.ingest(ctx, nn, target, body, func(r io.Reader) error { return c.backend.Save(ctx, saveAs, r) })
+	if err != nil {
+		return index.NarRecord{}, err
+	}
+	fh, err := narinfo.ParseHash(res.stored.FileHash)
+	if err != nil {
+		return index.NarRecord{}, err
+	}
+	storedName := NarObjectName(fh, target)
+
+	mu := &c.commitLocks[lockSlot(res.stored.NarHash)]
+	mu.Lock()
+	defer mu.Unlock()
+	if existing, ok := c.storedNar(ctx, res.stored.NarHash); ok {
+		// The same NAR is already stored (perhaps in another compression): keep that one.
+		if err := c.backend.Remove(ctx, saveAs); err != nil && !errors.Is(err, backend.ErrNotExist) {
+			c.log.Warn("removing duplicate upload", "object", saveAs, "err", err)
+		}
+		storedName = existing
+	} else {
+		if err := c.move(ctx, saveAs, storedName); err != nil {
+			return index.NarRecord{}, err
+		}
+		if err := c.index.PutNar(storedName, res.stored); err != nil {
+			return index.NarRecord{}, err
+		}
+		if err := c.index.PutNarHash(res.stored.NarHash, storedName); err != nil {
+			return index.NarRecord{}, err
+		}
+	}
+	if storedName != name {
+		if err := c.index.PutAlias(name, index.AliasRecord{Stored: storedName, FileSize: res.uploadedSize}); err != nil {
+			return index.NarRecord{}, err
+		}
+	}
+	rec, err := c.index.Nar(storedName)
+	if err != nil {
+		return index.NarRecord{}, err
+	}
+	return rec, nil
+}
+
+// storedNar returns the object that stores the NAR with narHash, if the index knows one and the
+// backend still has it.
+func (c *Cache) storedNar(ctx context.Context, narHash string) (string, bool) {
+	name, err := c.index.NarByHash(narHash)
+	if err != nil {
+		return "", false
+	}
+	if _, err := c.backend.Stat(ctx, name); err != nil {
+		return "", false
+	}
+	if _, err := c.index.Nar(name); err != nil {
+		return "", false
+	}
+	return name, true
+}
+
+// StagingPrefix is where uploads wait until they are verified and named.
+const StagingPrefix = "staging/"
+
+// CleanStaging removes staged uploads older than olderThan, left by a process that died.
+func (c *Cache) CleanStaging(ctx context.Context, olderThan time.Duration) (int, error) {
+	var stale []string
+	err := c.backend.List(ctx, StagingPrefix, func(fi backend.FileInfo) error {
+		if time.Since(fi.ModTime) > olderThan {
+			stale = append(stale, fi.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, name := range stale {
+		if err := c.backend.Remove(ctx, name); err == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// move renames an object, through the backend's Mover if it has one.
+func (c *Cache) move(ctx context.Context, from, to string) error {
+	if m, ok := c.backend.(backend.Mover); ok {
+		return m.Move(ctx, from, to)
+	}
+	obj, err := c.backend.Open(ctx, from)
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	if err := c.backend.Save(ctx, to, obj); err != nil {
+		return err
+	}
+	return c.backend.Remove(ctx, from)
+}

@@ -1,0 +1,65 @@
+package cache
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// Options are the cache's storage policies.
+type Options struct {
+	// StoreCompression is what NARs are stored in: "zstd" (uploads in xz, bzip2, br or none are
+	// recompressed while they stream in), "xz" (everything is recompressed to xz), or
+	// "as-uploaded".
+	StoreCompression string
+	// ZstdLevel is the zstd level (1-22, mapped onto klauspost/compress's levels). 0 means 3.
+	ZstdLevel int
+	// ZstdConcurrency is how many blocks one upload compresses in parallel. 0 means GOMAXPROCS.
+	ZstdConcurrency int
+}
+
+func (o Options) validate() error {
+	switch o.StoreCompression {
+	case "", "zstd", "xz", "as-uploaded":
+	default:
+		return fmt.Errorf("store compression %q: want zstd, xz or as-uploaded", o.StoreCompression)
+	}
+	if o.ZstdLevel < 0 || o.ZstdLevel > 22 {
+		return fmt.Errorf("zstd level %d: want 1..22", o.ZstdLevel)
+	}
+	return nil
+}
+
+// storedCompression is the compression an upload in uploaded is stored in.
+func (o Options) storedCompression(uploaded string) string {
+	switch o.StoreCompression {
+	case "as-uploaded":
+		return uploaded
+	case "xz":
+		return "xz"
+	}
+	// zstd (the default): zstd uploads are kept as they are.
+	return "zstd"
+}
+
+// compressor returns a writer that compresses into w.
+func compressor(compression string, w io.Writer, o Options) (io.WriteCloser, error) {
+	switch compression {
+	case "zstd":
+		level := o.ZstdLevel
+		if level == 0 {
+			level = 3
+		}
+		conc := o.ZstdConcurrency
+		if conc == 0 {
+			conc = runtime.GOMAXPROCS(0)
+		}
+		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderConcurrency(conc))
+	case "xz":
+		return xz.NewWriter(w)
+	}
+	return nil, fmt.Errorf("cannot store in compression %q", compression)
+}
