@@ -49,7 +49,13 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	n, err := w.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r) // HTTP/1.1: sendfile for an *os.File
+	} else {
+		n, err = io.Copy(writerOnly{w.ResponseWriter}, r) // HTTP/2 and recorders have no ReadFrom
+	}
 	w.bytes += n
 	return n, err
 }
@@ -95,3 +101,6 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// writerOnly hides every method but Write, so io.Copy cannot loop back into ReadFrom.
+type writerOnly struct{ io.Writer }
