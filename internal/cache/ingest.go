@@ -158,22 +158,28 @@ func (c *Cache) PutNar(ctx context.Context, name string, body io.Reader) (index.
 	mu := &c.commitLocks[lockSlot(res.stored.NarHash)]
 	mu.Lock()
 	defer mu.Unlock()
-	if existing, ok := c.storedNar(ctx, res.stored.NarHash); ok {
-		// The same NAR is already stored (perhaps in another compression): keep that one.
+	reused := false
+	if existing, err := c.index.NarByHash(res.stored.NarHash); err == nil {
+		// The same NAR may already be stored (perhaps in another compression): keep that one,
+		// and restart its grace period so garbage collection leaves it for the narinfo to come.
+		// Checked under its lock, so a collection cannot remove it in between.
+		nmu := &c.narLocks[lockSlot(existing)]
+		nmu.Lock()
+		if c.narPresent(ctx, existing) {
+			if err := c.refreshOrphan(ctx, existing); err != nil {
+				nmu.Unlock()
+				return index.NarRecord{}, err
+			}
+			storedName, reused = existing, true
+		}
+		nmu.Unlock()
+	}
+	if reused {
 		if err := c.backend.Remove(ctx, saveAs); err != nil && !errors.Is(err, backend.ErrNotExist) {
 			c.log.Warn("removing duplicate upload", "object", saveAs, "err", err)
 		}
-		storedName = existing
-	} else {
-		if err := c.move(ctx, saveAs, storedName); err != nil {
-			return index.NarRecord{}, err
-		}
-		if err := c.index.PutNar(storedName, res.stored); err != nil {
-			return index.NarRecord{}, err
-		}
-		if err := c.index.PutNarHash(res.stored.NarHash, storedName); err != nil {
-			return index.NarRecord{}, err
-		}
+	} else if err := c.commitNar(ctx, saveAs, storedName, res.stored); err != nil {
+		return index.NarRecord{}, err
 	}
 	if storedName != name {
 		if err := c.index.PutAlias(name, index.AliasRecord{Stored: storedName, FileSize: res.uploadedSize}); err != nil {
@@ -187,20 +193,43 @@ func (c *Cache) PutNar(ctx context.Context, name string, body io.Reader) (index.
 	return rec, nil
 }
 
-// storedNar returns the object that stores the NAR with narHash, if the index knows one and the
-// backend still has it.
-func (c *Cache) storedNar(ctx context.Context, narHash string) (string, bool) {
-	name, err := c.index.NarByHash(narHash)
-	if err != nil {
-		return "", false
+// commitNar moves a verified staged upload to its stored name and records it, under the NAR's
+// lock so that a collection deleting an older object of the same name cannot interleave.
+func (c *Cache) commitNar(ctx context.Context, staged, name string, rec index.NarRecord) error {
+	nmu := &c.narLocks[lockSlot(name)]
+	nmu.Lock()
+	defer nmu.Unlock()
+	if err := c.move(ctx, staged, name); err != nil {
+		return err
 	}
-	if _, err := c.backend.Stat(ctx, name); err != nil {
-		return "", false
+	if err := c.index.PutNar(name, rec); err != nil {
+		return err
 	}
+	if err := c.index.PutNarHash(rec.NarHash, name); err != nil {
+		return err
+	}
+	// A fresh upload starts its grace period now, whatever an older copy's mark said.
+	return c.refreshOrphan(ctx, name)
+}
+
+// refreshOrphan restarts the grace period of an orphaned NAR that was just uploaded again.
+func (c *Cache) refreshOrphan(ctx context.Context, name string) error {
+	if _, err := c.index.Orphaned(name); err != nil {
+		return nil
+	}
+	if err := c.index.ClearOrphaned(name); err != nil {
+		return err
+	}
+	return c.index.SetOrphaned(name, time.Now())
+}
+
+// narPresent reports whether a NAR object is both recorded in the index and in the backend.
+func (c *Cache) narPresent(ctx context.Context, name string) bool {
 	if _, err := c.index.Nar(name); err != nil {
-		return "", false
+		return false
 	}
-	return name, true
+	_, err := c.backend.Stat(ctx, name)
+	return err == nil
 }
 
 // StagingPrefix is where uploads wait until they are verified and named.
@@ -241,4 +270,18 @@ func (c *Cache) move(ctx context.Context, from, to string) error {
 		return err
 	}
 	return c.backend.Remove(ctx, from)
+}
+
+// UploadStored reports whether an uploaded NAR name resolves (as an alias) to a NAR that is
+// stored, and the size of the file as it was uploaded. The HEAD nix sends before each upload uses
+// it: a NAR stored recompressed need not be uploaded again by a parallel job or a retry.
+func (c *Cache) UploadStored(ctx context.Context, name string) (int64, bool) {
+	a, err := c.index.Alias(name)
+	if err != nil {
+		return 0, false
+	}
+	if !c.narPresent(ctx, a.Stored) {
+		return 0, false
+	}
+	return int64(a.FileSize), true
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 
 	"github.com/cached-dev/cached/internal/cache"
 )
@@ -14,6 +15,21 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.writeError(w, r, &cache.InputError{Field: "path", Err: err})
 		return
+	}
+	if r.Method == http.MethodHead {
+		// A NAR uploaded in one compression and stored in another: nix asks with HEAD before
+		// uploading, and need not send it again. A GET of that name stays 404: the bytes under
+		// a content-addressed name are never other than the name says.
+		if ok, err := s.cache.HasNar(r.Context(), name); err == nil && !ok {
+			if size, ok := s.cache.UploadStored(r.Context(), name); ok {
+				h := w.Header()
+				h.Set("Content-Type", "application/x-nix-nar")
+				h.Set("Content-Length", strconv.FormatInt(size, 10))
+				h.Set("Cache-Control", "no-cache")
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+		}
 	}
 	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
 	// download (Range) sees the same one.
