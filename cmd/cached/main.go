@@ -19,6 +19,9 @@ type cli struct {
 	Serve   serveCmd   `cmd:"" help:"Serve a Nix binary cache over HTTP (nix copy --to uploads, substituters download)."`
 	Keygen  keygenCmd  `cmd:"" help:"Write a Nix-compatible ed25519 signing key pair."`
 	Reindex reindexCmd `cmd:"" help:"Rebuild the index from the backend (stop the server first)."`
+	Gc      gcCmd      `cmd:"" name:"gc" help:"Garbage-collect a running server's cache by age and/or size, never breaking a kept closure."`
+	Pin     pinCmd     `cmd:"" help:"Pin closures so that gc never collects them."`
+	Token   tokenCmd   `cmd:"" help:"Manage access tokens with read, write or admin scope."`
 }
 
 // byteSize is a flag value such as 64GiB, 512MB or 1048576.

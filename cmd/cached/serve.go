@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/server"
 )
@@ -27,6 +29,7 @@ type serveCmd struct {
 	ShutdownTimeout  time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
 	StoreCompression string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
 	ZstdLevel        int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
+	Private          bool          `help:"Require a token with read scope for every read (nix sends its netrc credentials on reads too)."`
 }
 
 func (c *serveCmd) Run(log *slog.Logger) error {
@@ -82,8 +85,22 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	if url == "" {
 		url = "http://" + ln.Addr().String()
 	}
+	adminToken, adminCreated, err := loadAdminToken(c.Data)
+	if err != nil {
+		return err
+	}
+	tokenStore := auth.NewStore(st.index)
+	tokenStore.AddFixed(adminToken, auth.ScopeAdmin)
+	flushCtx, stopFlush := context.WithCancel(context.Background())
+	flushDone := make(chan struct{})
+	go func() { st.cache.RunAccessFlusher(flushCtx, 10*time.Second); close(flushDone) }()
+	defer func() { stopFlush(); <-flushDone }()
+
 	srv := server.New(server.Config{
 		Cache:         st.cache,
+		Index:         st.index,
+		Tokens:        tokenStore,
+		Private:       c.Private,
 		Log:           log,
 		UploadTokens:  tokens,
 		MaxUploadSize: int64(c.MaxUploadSize),
@@ -99,6 +116,9 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	printBanner(url, st, tokens, tokenCreated, tokenPath)
+	if adminCreated {
+		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", filepath.Join(c.Data, "admin-token"))
+	}
 	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKey", st.key.Public().String())
 
 	errCh := make(chan error, 1)

@@ -130,3 +130,29 @@ func loadTokens(file, data string) (tokens []string, created bool, path string, 
 	}
 	return tokens, created, path, nil
 }
+
+// loadAdminToken reads DATA/admin-token, creating it on first start. It grants the admin scope:
+// garbage collection, pins and tokens through the admin API.
+func loadAdminToken(data string) (token string, created bool, err error) {
+	path := filepath.Join(data, "admin-token")
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return "", false, err
+		}
+		token = "cached_admin_" + hex.EncodeToString(b)
+		if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+			return "", false, fmt.Errorf("write admin token: %w", err)
+		}
+		return token, true, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("admin token: %w", err)
+	}
+	token = strings.TrimSpace(string(raw))
+	if token == "" {
+		return "", false, fmt.Errorf("admin token file %s is empty", path)
+	}
+	return token, false, nil
+}

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/index"
@@ -32,9 +33,18 @@ type Cache struct {
 	log     *slog.Logger
 	opts    Options
 
-	// commitLocks serialises narinfo commits per store hash, so that the first complete narinfo
-	// wins and concurrent identical uploads all succeed.
+	// commitLocks serialise narinfo commits and deletions per store hash (and NAR dedup per
+	// NarHash), so that the first complete narinfo wins and concurrent identical uploads all
+	// succeed.
 	commitLocks [64]sync.Mutex
+	// narLocks serialise, per NAR object, a narinfo commit that names it against garbage
+	// collection deleting it.
+	narLocks [64]sync.Mutex
+	// refMu is held shared by narinfo commits (which check their references exist) and
+	// exclusively by collection deleting a narinfo (which checks nothing references it).
+	refMu sync.RWMutex
+
+	access accessTracker
 }
 
 // New returns a cache. It writes nix-cache-info to the backend if it is missing, so that plain
@@ -149,6 +159,9 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	if err != nil {
 		return false, fmt.Errorf("alias of %s: %w", nn.Name, err)
 	}
+	nmu := &c.narLocks[lockSlot(snn.Name)]
+	nmu.Lock()
+	defer nmu.Unlock()
 	rec, err := c.narRecord(ctx, snn)
 	if err != nil {
 		return false, err
@@ -191,11 +204,31 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	if !errors.Is(err, index.ErrNotFound) {
 		return false, err
 	}
+	// Every reference must be served already (nix uploads references first), and stays so while
+	// this commits: collection deletes a narinfo only with refMu held and no referrer left.
+	refs := refHashes(ni)
+	c.refMu.RLock()
+	defer c.refMu.RUnlock()
+	for _, r := range refs {
+		ok, err := c.index.HasNarInfo(r)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			return false, inputErr("References", "%s is not in the cache: upload the references of %s first", r, ni.StorePath)
+		}
+	}
 	name := hash + ".narinfo"
 	if err := c.backend.Save(ctx, name, bytes.NewReader(out)); err != nil {
 		return false, err
 	}
-	if err := c.index.PutNarInfo(hash, out); err != nil {
+	if err := c.index.CommitNarInfo(hash, out, snn.Name, refs); err != nil {
+		return false, err
+	}
+	if err := c.index.ClearOrphaned(snn.Name); err != nil {
+		return false, err
+	}
+	if err := c.index.SetCreated(hash, time.Now()); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -235,4 +268,16 @@ func (c *Cache) Open(ctx context.Context, name string) (backend.Object, error) {
 // caller has validated its name and content.
 func (c *Cache) PutFile(ctx context.Context, name string, body io.Reader) error {
 	return c.backend.Save(ctx, name, body)
+}
+
+// refHashes returns the store hashes a narinfo references, itself excluded.
+func refHashes(ni *narinfo.NarInfo) []string {
+	self := ni.HashPart()
+	var out []string
+	for _, r := range ni.References {
+		if h, _, err := narinfo.ParseBaseName(r); err == nil && h != self {
+			out = append(out, h)
+		}
+	}
+	return out
 }

@@ -8,6 +8,9 @@ import (
 // ErrNotFound means the cache does not hold what was asked for.
 var ErrNotFound = errors.New("not found")
 
+// ErrReferenced means a store path is still referenced by another one and must stay.
+var ErrReferenced = errors.New("still referenced")
+
 // InputError is a refusal caused by what the client sent: the HTTP layer answers it with 400 and
 // the message, which names the offending field and value.
 type InputError struct {

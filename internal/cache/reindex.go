@@ -59,7 +59,13 @@ func (c *Cache) Reindex(ctx context.Context, progress func(ReindexStats)) (Reind
 				return err
 			}
 		}
-		if err := c.index.PutNarInfo(hash, text); err != nil {
+		if err := c.index.CommitNarInfo(hash, text, ni.URL, refHashes(ni)); err != nil {
+			return err
+		}
+		if err := c.index.PutNarHash(ni.NarHash.String(), ni.URL); err != nil {
+			return err
+		}
+		if err := c.index.SetCreated(hash, fi.ModTime); err != nil {
 			return err
 		}
 		st.NarInfos++
@@ -82,7 +88,7 @@ func (c *Cache) Reindex(ctx context.Context, progress func(ReindexStats)) (Reind
 		return st, fmt.Errorf("reindex: %w", err)
 	}
 	for _, h := range stale {
-		if err := c.index.DeleteNarInfo(h); err != nil {
+		if err := c.forgetNarInfo(h); err != nil {
 			return st, fmt.Errorf("reindex: %w", err)
 		}
 		st.Removed++
@@ -108,4 +114,17 @@ func (c *Cache) readNarInfo(ctx context.Context, name string) ([]byte, *narinfo.
 		return nil, nil, &InputError{Field: "narinfo", Err: err}
 	}
 	return text, ni, nil
+}
+
+// forgetNarInfo drops a narinfo from the index only (the backend no longer has it).
+func (c *Cache) forgetNarInfo(hash string) error {
+	text, err := c.index.NarInfo(hash)
+	if err != nil {
+		return err
+	}
+	ni, err := narinfo.Parse(text)
+	if err != nil {
+		return c.index.RemoveNarInfo(hash, "", nil)
+	}
+	return c.index.RemoveNarInfo(hash, ni.URL, refHashes(ni))
 }

@@ -212,11 +212,17 @@ func (ix *Index) Alias(uploaded string) (AliasRecord, error) {
 	if err != nil {
 		return AliasRecord{}, err
 	}
-	var a AliasRecord
-	if err := json.Unmarshal(v, &a); err != nil {
+	a, err := decodeAlias(v)
+	if err != nil {
 		return AliasRecord{}, fmt.Errorf("index alias %s: %w", uploaded, err)
 	}
 	return a, nil
+}
+
+func decodeAlias(v []byte) (AliasRecord, error) {
+	var a AliasRecord
+	err := json.Unmarshal(v, &a)
+	return a, err
 }
 
 // PutAlias records where an uploaded NAR name was stored.
@@ -254,7 +260,7 @@ func (ix *Index) SetDirty(dirty bool) error {
 
 // Clear drops every narinfo and NAR record (before a full reindex).
 func (ix *Index) Clear() error {
-	for _, p := range []string{prefixNarInfo, prefixNar, prefixNarHash, prefixAlias} {
+	for _, p := range []string{prefixNarInfo, prefixNar, prefixNarHash, prefixAlias, prefixOrphan, prefixRef, prefixReferrer} {
 		if err := ix.db.DropPrefix([]byte(p)); err != nil {
 			return fmt.Errorf("index clear: %w", err)
 		}

@@ -1,34 +1,11 @@
 package server
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"net/http"
 	"strings"
+
+	"github.com/cached-dev/cached/internal/auth"
 )
-
-// tokenSet holds the SHA-256 of each accepted upload token: comparing fixed-length digests in
-// constant time leaks neither the tokens nor their lengths.
-type tokenSet struct{ digests [][32]byte }
-
-func newTokenSet(tokens []string) *tokenSet {
-	ts := &tokenSet{}
-	for _, t := range tokens {
-		if t = strings.TrimSpace(t); t != "" {
-			ts.digests = append(ts.digests, sha256.Sum256([]byte(t)))
-		}
-	}
-	return ts
-}
-
-func (ts *tokenSet) valid(token string) bool {
-	d := sha256.Sum256([]byte(token))
-	ok := 0
-	for i := range ts.digests {
-		ok |= subtle.ConstantTimeCompare(d[:], ts.digests[i][:])
-	}
-	return ok == 1
-}
 
 // requestToken is the HTTP Basic password (what nix sends from its netrc-file; the login is
 // ignored) or the Bearer token.
@@ -43,20 +20,43 @@ func requestToken(r *http.Request) (string, bool) {
 	return "", false
 }
 
-// requireUpload refuses writes without a valid upload token.
-func (s *Server) requireUpload(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := requestToken(r)
-		if !ok || !s.auth.valid(tok) {
-			w.Header().Set("WWW-Authenticate", `Basic realm="cached"`)
-			msg := "upload needs a token: HTTP Basic password (netrc-file) or Bearer"
-			if ok {
-				msg = "upload token not accepted"
+// requireScope refuses requests without a token granting at least scope: 401 when the token is
+// missing or unknown, 403 when it is known but does not reach the scope. Tokens are looked up on
+// every request, so a revoked one stops working at once.
+func (s *Server) requireScope(scope auth.Scope) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tok, presented := requestToken(r)
+			granted := auth.ScopeNone
+			if presented {
+				var err error
+				granted, err = s.tokens.Check(tok)
+				if err != nil {
+					s.writeError(w, r, err)
+					return
+				}
 			}
-			s.log.Warn("upload refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", msg)
-			http.Error(w, msg, http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+			if granted >= scope {
+				next.ServeHTTP(w, r)
+				return
+			}
+			status, msg := http.StatusUnauthorized, scope.String()+" access needs a token: HTTP Basic password (netrc-file) or Bearer"
+			switch {
+			case granted != auth.ScopeNone:
+				status, msg = http.StatusForbidden, "token has "+granted.String()+" scope, this needs "+scope.String()
+			case presented:
+				msg = "token not accepted"
+			}
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Basic realm="cached"`)
+			}
+			s.log.Warn("access refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", status, "reason", msg)
+			http.Error(w, msg, status)
+		})
+	}
+}
+
+// requireUpload guards every write.
+func (s *Server) requireUpload(next http.Handler) http.Handler {
+	return s.requireScope(auth.ScopeWrite)(next)
 }

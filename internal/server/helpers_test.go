@@ -475,9 +475,11 @@ func newUploadNAR(tb testing.TB, name, compression string, narBytes []byte) *upl
 			FileSize:    uint64(len(file)),
 			NarHash:     sha256Hash(narBytes),
 			NarSize:     uint64(len(narBytes)),
-			References:  []string{hash + "-" + name, storeHash("dep-of-"+name) + "-dep"},
-			Deriver:     storeHash("drv-of-"+name) + "-" + name + ".drv",
-			System:      "x86_64-linux",
+			// Itself only: a reference to another path must be in the cache first (see
+			// TestNarInfoNeedsItsReferences).
+			References: []string{hash + "-" + name},
+			Deriver:    storeHash("drv-of-"+name) + "-" + name + ".drv",
+			System:     "x86_64-linux",
 		},
 	}
 }

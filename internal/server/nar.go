@@ -33,21 +33,24 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 	}
 	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
 	// download (Range) sees the same one.
-	s.serveObject(w, r, name, "application/x-nix-nar", "public, max-age=31536000, immutable", `"`+nn.FileHash+`"`)
+	if s.serveObject(w, r, name, "application/x-nix-nar", "public, max-age=31536000, immutable", `"`+nn.FileHash+`"`) && r.Method == http.MethodGet {
+		s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
+	}
 }
 
 // serveObject sends a stored object with Content-Length, Range and conditional requests handled
 // by http.ServeContent. A disk object is handed over as its *os.File so that the kernel copies it
 // (sendfile). No Content-Encoding is ever set: the client decompresses per the narinfo.
-func (s *Server) serveObject(w http.ResponseWriter, r *http.Request, name, contentType, cacheControl, etag string) {
+// It reports whether the object was found.
+func (s *Server) serveObject(w http.ResponseWriter, r *http.Request, name, contentType, cacheControl, etag string) bool {
 	obj, err := s.cache.Open(r.Context(), name)
 	if err == cache.ErrNotFound {
 		notFound(w)
-		return
+		return false
 	}
 	if err != nil {
 		s.writeError(w, r, err)
-		return
+		return false
 	}
 	defer obj.Close()
 	h := w.Header()
@@ -61,6 +64,7 @@ func (s *Server) serveObject(w http.ResponseWriter, r *http.Request, name, conte
 		content = f.OSFile()
 	}
 	http.ServeContent(w, r, "", obj.Info().ModTime, content)
+	return true
 }
 
 func (s *Server) putNar(w http.ResponseWriter, r *http.Request) {

@@ -43,6 +43,7 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 			notFound(w)
 			return
 		}
+		s.cache.Touch(hash)
 		h.Set("Content-Type", "text/x-nix-narinfo")
 		h.Set("Cache-Control", "public, max-age=86400")
 		w.WriteHeader(http.StatusOK)
@@ -57,6 +58,7 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 		s.writeError(w, r, err)
 		return
 	}
+	s.cache.Touch(hash)
 	h.Set("Content-Type", "text/x-nix-narinfo")
 	h.Set("Content-Length", strconv.Itoa(len(text)))
 	h.Set("Cache-Control", "public, max-age=86400")

@@ -507,3 +507,22 @@ func TestConcurrentDifferentNarInfosOneWins(t *testing.T) {
 		t.Errorf("served Deriver %q is none of the uploaded ones", ni.Deriver)
 	}
 }
+
+// TestNarInfoNeedsItsReferences: a narinfo whose references are not served is refused with 400
+// naming References (nix uploads references first, so only a broken or racing upload meets
+// this), and accepted once they are.
+func TestNarInfoNeedsItsReferences(t *testing.T) {
+	tc := newTestCache(t)
+	dep := newUpload(t, "needs-dep", "zstd")
+	top := newUpload(t, "needs-top", "zstd")
+	top.Info.References = append(top.Info.References, dep.Hash+"-needs-dep")
+	mustStatus(t, "PUT top nar", tc.put(t, top.NarPath, top.File), http.StatusOK)
+	resp := tc.put(t, top.NarInfoPath(), top.Text())
+	mustStatus(t, "PUT top narinfo before its reference", resp, http.StatusBadRequest)
+	if !strings.Contains(string(resp.Body), "References") || !strings.Contains(string(resp.Body), dep.Hash) {
+		t.Errorf("400 body does not name References and the missing path: %q", resp.Body)
+	}
+	mustStatus(t, "GET top narinfo", tc.get(t, top.NarInfoPath()), http.StatusNotFound)
+	dep.store(t, tc)
+	mustStatus(t, "PUT top narinfo after its reference", tc.put(t, top.NarInfoPath(), top.Text()), http.StatusOK)
+}

@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 
+	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/cache"
+	"github.com/cached-dev/cached/internal/index"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 )
@@ -21,6 +24,13 @@ type Config struct {
 	Log   *slog.Logger
 	// UploadTokens are accepted as the HTTP Basic password or Bearer token on writes.
 	UploadTokens []string
+	// Tokens checks presented tokens (scoped tokens in the index, fixed ones from files). When
+	// nil, only UploadTokens are accepted.
+	Tokens *auth.Store
+	// Index is the cache's index, for the admin API (pins, tokens, gc). May be nil: no admin API.
+	Index *index.Index
+	// Private makes every read need a token with read scope.
+	Private bool
 	// MaxUploadSize bounds a NAR upload's body, in bytes.
 	MaxUploadSize int64
 	// MaxMetaSize bounds narinfo, listing, log and realisation bodies, in bytes, after decoding.
@@ -36,8 +46,10 @@ type Server struct {
 	cfg    Config
 	cache  *cache.Cache
 	log    *slog.Logger
-	auth   *tokenSet
+	tokens *auth.Store
 	router chi.Router
+
+	gcRunning sync.Mutex // one garbage collection at a time
 }
 
 // New builds the handler.
@@ -48,7 +60,14 @@ func New(cfg Config) *Server {
 	if cfg.Priority == 0 {
 		cfg.Priority = 40
 	}
-	s := &Server{cfg: cfg, cache: cfg.Cache, log: cfg.Log, auth: newTokenSet(cfg.UploadTokens)}
+	tokens := cfg.Tokens
+	if tokens == nil {
+		tokens = auth.NewStore(nil)
+	}
+	for _, t := range cfg.UploadTokens {
+		tokens.AddFixed(t, auth.ScopeWrite)
+	}
+	s := &Server{cfg: cfg, cache: cfg.Cache, log: cfg.Log, tokens: tokens}
 	r := chi.NewRouter()
 	// GetHead answers HEAD with the GET handler; net/http drops the body.
 	r.Use(s.logRequests, s.recoverPanics, rejectHostilePaths, middleware.GetHead)
@@ -57,6 +76,9 @@ func New(cfg Config) *Server {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	})
 
+	if cfg.Private {
+		r.Use(s.privateReads)
+	}
 	r.Get("/", s.landing)
 	r.Get("/nix-cache-info", s.getCacheInfo)
 	r.With(s.requireUpload).Put("/nix-cache-info", s.putCacheInfo)
@@ -77,6 +99,8 @@ func New(cfg Config) *Server {
 
 	r.Get("/debuginfo/{id}", s.getDebugInfo)
 	r.With(s.requireUpload).Put("/debuginfo/{id}", s.putDebugInfo)
+
+	s.adminRoutes(r)
 
 	s.router = r
 	return s
@@ -149,4 +173,17 @@ func urlParam(r *http.Request, name string) string {
 		}
 	}
 	return v
+}
+
+// privateReads makes every GET and HEAD need a read token (--private), except the health checks
+// a load balancer makes.
+func (s *Server) privateReads(next http.Handler) http.Handler {
+	guarded := s.requireScope(auth.ScopeRead)(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if (r.Method == http.MethodGet || r.Method == http.MethodHead) && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+			guarded.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+// adminFlags reach a running server's admin API.
+type adminFlags struct {
+	URL            string `help:"URL of the running cached server." default:"http://127.0.0.1:5000"`
+	AdminTokenFile string `help:"File holding an admin token (the server writes DATA/admin-token on first start)." default:"./cached-data/admin-token" type:"path"`
+}
+
+func (a *adminFlags) do(method, path string, body io.Reader) (*http.Response, error) {
+	raw, err := os.ReadFile(a.AdminTokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("admin token: %w (give --admin-token-file)", err)
+	}
+	req, err := http.NewRequest(method, strings.TrimRight(a.URL, "/")+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(raw)))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the server at %s: %w", a.URL, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(msg)))
+	}
+	return resp, nil
+}
+
+type gcCmd struct {
+	adminFlags
+	OlderThan string   `help:"Collect store paths not accessed (narinfo hit or download) for this long, e.g. 30d, 2w, 36h."`
+	MaxSize   byteSize `help:"Then collect least recently used paths until stored NARs fit in this size, e.g. 500GiB."`
+	KeepSince string   `help:"Never collect paths uploaded less than this long ago, e.g. 1d."`
+	Grace     string   `help:"A NAR is deleted only after it has had no narinfo for this long, so clients holding a cached narinfo can still download it." default:"1h"`
+	DryRun    bool     `help:"Print what would be deleted and the bytes freed; delete nothing."`
+}
+
+func (g *gcCmd) Run(log *slog.Logger) error {
+	if g.OlderThan == "" && g.MaxSize == 0 {
+		return fmt.Errorf("give --older-than and/or --max-size")
+	}
+	q := url.Values{}
+	if g.OlderThan != "" {
+		q.Set("older-than", g.OlderThan)
+	}
+	if g.MaxSize > 0 {
+		q.Set("max-size", strconv.FormatInt(int64(g.MaxSize), 10))
+	}
+	if g.KeepSince != "" {
+		q.Set("keep-since", g.KeepSince)
+	}
+	q.Set("grace", g.Grace)
+	if g.DryRun {
+		q.Set("dry-run", "1")
+	}
+	resp, err := g.do(http.MethodPost, "/_cached/gc?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var report struct {
+		Failures    int   `json:"failures"`
+		BytesFreed  int64 `json:"bytesFreed"`
+		BytesToFree int64 `json:"bytesToFree"`
+	}
+	gotReport := false
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if js, ok := strings.CutPrefix(line, "report: "); ok {
+			gotReport = json.Unmarshal([]byte(js), &report) == nil
+			continue
+		}
+		fmt.Println(line)
+	}
+	if err := sc.Err(); err != nil || !gotReport {
+		return fmt.Errorf("the collection's output ended early (%v): it may still be running or have failed; see the server log", err)
+	}
+	if report.Failures > 0 {
+		return fmt.Errorf("%d failures", report.Failures)
+	}
+	fmt.Printf("freed %s now, %s more after the grace period\n", humanize.IBytes(uint64(report.BytesFreed)), humanize.IBytes(uint64(report.BytesToFree)))
+	return nil
+}
+
+type pinCmd struct {
+	Add pinAddCmd `cmd:"" help:"Pin a store path's closure (STOREPATH, its hash, or name:PREFIX for every path whose name starts with PREFIX)."`
+	Rm  pinRmCmd  `cmd:"" help:"Remove a pin."`
+	Ls  pinLsCmd  `cmd:"" help:"List pins."`
+}
+
+type pinAddCmd struct {
+	adminFlags
+	Paths []string `arg:"" help:"Store paths, hashes or name:PREFIX."`
+}
+
+func (p *pinAddCmd) Run(log *slog.Logger) error {
+	for _, arg := range p.Paths {
+		resp, err := p.do(http.MethodPut, "/_cached/pins/"+url.PathEscape(arg), nil)
+		if err != nil {
+			return err
+		}
+		io.Copy(os.Stdout, resp.Body)
+		resp.Body.Close()
+	}
+	return nil
+}
+
+type pinRmCmd struct {
+	adminFlags
+	Paths []string `arg:"" help:"Store paths, hashes or name:PREFIX."`
+}
+
+func (p *pinRmCmd) Run(log *slog.Logger) error {
+	for _, arg := range p.Paths {
+		resp, err := p.do(http.MethodDelete, "/_cached/pins/"+url.PathEscape(arg), nil)
+		if err != nil {
+			return err
+		}
+		io.Copy(os.Stdout, resp.Body)
+		resp.Body.Close()
+	}
+	return nil
+}
+
+type pinLsCmd struct{ adminFlags }
+
+func (p *pinLsCmd) Run(log *slog.Logger) error {
+	resp, err := p.do(http.MethodGet, "/_cached/pins", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var pins []struct {
+		Pin       string    `json:"pin"`
+		StorePath string    `json:"storePath"`
+		Since     time.Time `json:"since"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&pins); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PIN\tSTORE PATH\tSINCE")
+	for _, p := range pins {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Pin, p.StorePath, p.Since.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+type tokenCmd struct {
+	Create tokenCreateCmd `cmd:"" help:"Create a token; its secret is printed once."`
+	List   tokenListCmd   `cmd:"" help:"List tokens (never their secrets)."`
+	Revoke tokenRevokeCmd `cmd:"" help:"Revoke a token by id; it stops working at once."`
+}
+
+type tokenCreateCmd struct {
+	adminFlags
+	Name  string `arg:"" help:"What the token is for, e.g. ci-uploader."`
+	Scope string `help:"read (download from a --private cache), write (upload; includes read) or admin (gc, pins, tokens; includes write)." default:"write" enum:"read,write,admin"`
+}
+
+func (t *tokenCreateCmd) Run(log *slog.Logger) error {
+	body, _ := json.Marshal(map[string]string{"name": t.Name, "scope": t.Scope})
+	resp, err := t.do(http.MethodPost, "/_cached/tokens", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		ID, Name, Scope, Secret string
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
+		return err
+	}
+	u, _ := url.Parse(t.URL)
+	fmt.Printf("token %s (%s, scope %s):\n%s\n\nnetrc line for nix (netrc-file in nix.conf):\nmachine %s login cached password %s\n",
+		tok.ID, tok.Name, tok.Scope, tok.Secret, u.Hostname(), tok.Secret)
+	return nil
+}
+
+type tokenListCmd struct{ adminFlags }
+
+func (t *tokenListCmd) Run(log *slog.Logger) error {
+	resp, err := t.do(http.MethodGet, "/_cached/tokens", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var toks []struct {
+		ID, Name, Scope string
+		Created         time.Time
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&toks); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCREATED")
+	for _, k := range toks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Scope, k.Created.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+type tokenRevokeCmd struct {
+	adminFlags
+	ID string `arg:"" help:"Token id (from cached token list)."`
+}
+
+func (t *tokenRevokeCmd) Run(log *slog.Logger) error {
+	resp, err := t.do(http.MethodDelete, "/_cached/tokens/"+url.PathEscape(t.ID), nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	fmt.Printf("revoked %s\n", t.ID)
+	return nil
+}

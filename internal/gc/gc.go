@@ -1,0 +1,427 @@
+// Package gc decides which store paths a cache may drop and drops them without ever breaking a
+// closure that stays: a path is removed only when no kept path references it, narinfos go
+// before NARs, and a NAR goes only after it has had no narinfo for a grace period, so an upload
+// racing a collection can only lose time, never data.
+//
+// It must never delete a NAR that a narinfo still names, nor a path that a kept path references.
+package gc
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cached-dev/cached/internal/cache"
+	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/narinfo"
+)
+
+// Policy says what to collect. Zero values disable a rule; at least one of OlderThan and MaxSize
+// must be set for anything to be collected.
+type Policy struct {
+	OlderThan time.Duration // collect paths not accessed (narinfo hit or download) for this long
+	MaxSize   int64         // then collect least recently used paths until stored NARs fit
+	KeepSince time.Duration // never collect a path uploaded less than this long ago
+	Grace     time.Duration // a NAR outlives its last narinfo by this long
+	DryRun    bool          // report, delete nothing
+}
+
+// Report is what a run did (or, dry, would do).
+type Report struct {
+	Paths        int   `json:"paths"`        // store paths before the run
+	PathsDeleted int   `json:"pathsDeleted"` // narinfos removed
+	NarsDeleted  int   `json:"narsDeleted"`  // NAR objects removed (grace period over)
+	BytesFreed   int64 `json:"bytesFreed"`   // bytes of NAR objects removed
+	BytesToFree  int64 `json:"bytesToFree"`  // bytes of NARs whose last narinfo went (freed after the grace period)
+	Pinned       int   `json:"pinned"`       // paths kept because a pin's closure holds them
+	SizeAfter    int64 `json:"sizeAfter"`    // bytes of NARs still named by narinfos
+	Failures     int   `json:"failures"`
+	DryRun       bool  `json:"dryRun"`
+}
+
+type path struct {
+	hash       string
+	storePath  string
+	refs       []string // hashes of referenced paths (not itself)
+	nar        string
+	narSize    int64 // stored file size
+	lastAccess time.Time
+	created    time.Time
+	pinned     bool
+	evict      bool
+	referrers  int // kept paths that reference it
+}
+
+// Run collects garbage from c according to p, printing progress to out.
+func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.Writer) (Report, error) {
+	now := time.Now()
+	rep := Report{DryRun: p.DryRun}
+	if err := c.FlushAccess(); err != nil {
+		return rep, err
+	}
+	paths, err := load(ix)
+	if err != nil {
+		return rep, err
+	}
+	rep.Paths = len(paths)
+	fmt.Fprintf(out, "gc: %d store paths in the index\n", len(paths))
+
+	protected := func(pt *path) bool {
+		return pt.pinned || (p.KeepSince > 0 && now.Sub(pt.created) < p.KeepSince)
+	}
+	// Pins hold their whole closure.
+	var pinRoots []*path
+	for _, pt := range paths {
+		if pt.pinned {
+			pinRoots = append(pinRoots, pt)
+		}
+	}
+	for h := range closure(paths, pinRoots) {
+		paths[h].pinned = true
+		rep.Pinned++
+	}
+
+	// Age: every unprotected path not accessed within OlderThan is a candidate; the closures
+	// of the others stay.
+	if p.OlderThan > 0 {
+		var keep []*path
+		for _, pt := range paths {
+			if protected(pt) || now.Sub(pt.lastAccess) < p.OlderThan {
+				keep = append(keep, pt)
+			} else {
+				pt.evict = true
+			}
+		}
+		for h := range closure(paths, keep) {
+			paths[h].evict = false
+		}
+	}
+
+	// Size: evict least recently used paths that nothing kept references, until under MaxSize.
+	if p.MaxSize > 0 {
+		evictToSize(paths, p.MaxSize, protected)
+	}
+
+	// Sizes count each NAR once, however many narinfos share it.
+	keptNars := map[string]bool{}
+	for _, pt := range paths {
+		if !pt.evict {
+			keptNars[pt.nar] = true
+		}
+	}
+	narSize := map[string]int64{}
+	for _, pt := range paths {
+		narSize[pt.nar] = pt.narSize
+	}
+	for n, sz := range narSize {
+		if keptNars[n] {
+			rep.SizeAfter += sz
+		} else {
+			rep.BytesToFree += sz
+		}
+	}
+
+	var victims []*path
+	for _, pt := range paths {
+		if pt.evict {
+			victims = append(victims, pt)
+		}
+	}
+	// Dependents before dependencies, so that a failure part-way never leaves a kept narinfo
+	// whose references are gone.
+	sort.Slice(victims, func(i, j int) bool {
+		return victims[i].referrers > victims[j].referrers || (victims[i].referrers == victims[j].referrers && victims[i].hash < victims[j].hash)
+	})
+	order := dependentsFirst(paths, victims)
+	failed := map[string]bool{}
+	for _, pt := range order {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		if p.DryRun {
+			fmt.Fprintf(out, "would delete %s (%d bytes, last access %s)\n", pt.storePath, pt.narSize, pt.lastAccess.Format(time.RFC3339))
+			rep.PathsDeleted++
+			continue
+		}
+		if failed[pt.hash] {
+			// A path that references this one could not be deleted: keep it.
+			markFailed(paths, pt, failed)
+			continue
+		}
+		err := c.DeleteNarInfo(ctx, pt.hash)
+		if errors.Is(err, cache.ErrReferenced) {
+			// An upload that began after this collection references it: it stays.
+			fmt.Fprintf(out, "keeping %s: %v\n", pt.storePath, err)
+			markFailed(paths, pt, failed)
+			continue
+		}
+		if err != nil && !errors.Is(err, index.ErrNotFound) {
+			rep.Failures++
+			fmt.Fprintf(out, "error deleting %s: %v\n", pt.storePath, err)
+			// A failed delete must not strand what it references.
+			markFailed(paths, pt, failed)
+			continue
+		}
+		rep.PathsDeleted++
+		fmt.Fprintf(out, "deleted %s\n", pt.storePath)
+	}
+
+	// Staged uploads of a process that died are never committed.
+	if !p.DryRun {
+		if _, err := c.CleanStaging(ctx, p.Grace+time.Hour); err != nil {
+			fmt.Fprintf(out, "error cleaning staged uploads: %v\n", err)
+		}
+	}
+
+	// NARs: mark the unreferenced ones (including uploads whose narinfo never came), then delete
+	// those whose grace period is over.
+	if !p.DryRun {
+		if _, err := c.MarkUnreferencedNars(ctx); err != nil {
+			rep.Failures++
+			fmt.Fprintf(out, "error listing NARs: %v\n", err)
+		}
+		var orphans []string
+		if err := ix.Orphans(func(name string, _ time.Time) { orphans = append(orphans, name) }); err != nil {
+			return rep, err
+		}
+		for _, name := range orphans {
+			deleted, size, err := c.DeleteNarIfOrphaned(ctx, name, p.Grace)
+			if err != nil {
+				rep.Failures++
+				fmt.Fprintf(out, "error deleting %s: %v\n", name, err)
+				continue
+			}
+			if deleted {
+				rep.NarsDeleted++
+				rep.BytesFreed += size
+				fmt.Fprintf(out, "deleted %s (%d bytes)\n", name, size)
+			}
+		}
+	}
+	if rep.BytesToFree -= rep.BytesFreed; rep.BytesToFree < 0 {
+		rep.BytesToFree = 0
+	}
+	fmt.Fprintf(out, "gc: %d of %d paths %s, %d NARs deleted, %d bytes freed, %d bytes more after the %s grace period, %d bytes kept, %d failures\n",
+		rep.PathsDeleted, rep.Paths, map[bool]string{true: "would be deleted", false: "deleted"}[p.DryRun],
+		rep.NarsDeleted, rep.BytesFreed, rep.BytesToFree, p.Grace, rep.SizeAfter, rep.Failures)
+	if rep.Failures > 0 {
+		return rep, fmt.Errorf("gc: %d failures", rep.Failures)
+	}
+	return rep, nil
+}
+
+// markFailed keeps pt's closure: it stays, so everything it references must too.
+func markFailed(paths map[string]*path, pt *path, failed map[string]bool) {
+	for h := range closure(paths, []*path{pt}) {
+		failed[h] = true
+	}
+}
+
+// load reads every narinfo with its times and pins.
+func load(ix *index.Index) (map[string]*path, error) {
+	paths := map[string]*path{}
+	err := ix.NarInfos(func(hash string, text []byte) error {
+		ni, err := narinfo.Parse(text)
+		if err != nil {
+			return fmt.Errorf("indexed narinfo %s: %w", hash, err)
+		}
+		pt := &path{hash: hash, storePath: ni.StorePath, nar: ni.URL, narSize: int64(ni.FileSize)}
+		for _, r := range ni.References {
+			if rh, _, err := narinfo.ParseBaseName(r); err == nil && rh != hash {
+				pt.refs = append(pt.refs, rh)
+			}
+		}
+		paths[hash] = pt
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	narAccess := map[string]time.Time{}
+	err = ix.AccessTimes(func(key string, t time.Time) {
+		if strings.HasPrefix(key, "nar/") {
+			narAccess[key] = t
+		} else if pt := paths[key]; pt != nil && t.After(pt.lastAccess) {
+			pt.lastAccess = t
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := ix.CreatedTimes(func(hash string, t time.Time) {
+		if pt := paths[hash]; pt != nil {
+			pt.created = t
+		}
+	}); err != nil {
+		return nil, err
+	}
+	var namePins []string
+	if err := ix.Pins(func(key string, _ time.Time) {
+		if prefix, ok := strings.CutPrefix(key, "name:"); ok {
+			namePins = append(namePins, prefix)
+		} else if pt := paths[key]; pt != nil {
+			pt.pinned = true
+		}
+	}); err != nil {
+		return nil, err
+	}
+	for _, pt := range paths {
+		name := pt.storePath[strings.LastIndexByte(pt.storePath, '/')+1+33:]
+		for _, prefix := range namePins {
+			if strings.HasPrefix(name, prefix) {
+				pt.pinned = true
+			}
+		}
+	}
+	for _, pt := range paths {
+		if t := narAccess[pt.nar]; t.After(pt.lastAccess) {
+			pt.lastAccess = t
+		}
+		// A path never accessed since it was committed counts from its upload.
+		if pt.lastAccess.Before(pt.created) {
+			pt.lastAccess = pt.created
+		}
+	}
+	return paths, nil
+}
+
+// closure returns the hashes reachable from roots (roots included), following references to
+// paths the cache has.
+func closure(paths map[string]*path, roots []*path) map[string]bool {
+	seen := map[string]bool{}
+	stack := make([]string, 0, len(roots))
+	for _, r := range roots {
+		stack = append(stack, r.hash)
+	}
+	for len(stack) > 0 {
+		h := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[h] {
+			continue
+		}
+		pt := paths[h]
+		if pt == nil {
+			continue
+		}
+		seen[h] = true
+		stack = append(stack, pt.refs...)
+	}
+	return seen
+}
+
+// evictToSize marks least recently used paths for eviction until the NARs still named fit in
+// max. A path is eligible only when no remaining path references it, so closures are removed
+// from the top down.
+func evictToSize(paths map[string]*path, max int64, protected func(*path) bool) {
+	narUsers := map[string]int{}
+	narSize := map[string]int64{}
+	for _, pt := range paths {
+		pt.referrers = 0
+	}
+	for _, pt := range paths {
+		if pt.evict {
+			continue
+		}
+		narUsers[pt.nar]++
+		narSize[pt.nar] = pt.narSize
+		for _, r := range pt.refs {
+			if rp := paths[r]; rp != nil {
+				rp.referrers++
+			}
+		}
+	}
+	var total int64
+	for n, sz := range narSize {
+		if narUsers[n] > 0 {
+			total += sz
+		}
+	}
+	h := &lru{}
+	for _, pt := range paths {
+		if !pt.evict && pt.referrers == 0 && !protected(pt) {
+			heap.Push(h, pt)
+		}
+	}
+	for total > max && h.Len() > 0 {
+		pt := heap.Pop(h).(*path)
+		pt.evict = true
+		narUsers[pt.nar]--
+		if narUsers[pt.nar] == 0 {
+			total -= narSize[pt.nar]
+		}
+		for _, r := range pt.refs {
+			rp := paths[r]
+			if rp == nil || rp.evict {
+				continue
+			}
+			rp.referrers--
+			if rp.referrers == 0 && !protected(rp) {
+				heap.Push(h, rp)
+			}
+		}
+	}
+}
+
+// dependentsFirst orders victims so that every path comes before the paths it references.
+func dependentsFirst(paths map[string]*path, victims []*path) []*path {
+	in := map[string]bool{}
+	for _, v := range victims {
+		in[v.hash] = true
+	}
+	indeg := map[string]int{}
+	for _, v := range victims {
+		for _, r := range v.refs {
+			if in[r] {
+				indeg[r]++
+			}
+		}
+	}
+	var queue, out []*path
+	for _, v := range victims {
+		if indeg[v.hash] == 0 {
+			queue = append(queue, v)
+		}
+	}
+	for len(queue) > 0 {
+		v := queue[0]
+		queue = queue[1:]
+		out = append(out, v)
+		for _, r := range v.refs {
+			if !in[r] {
+				continue
+			}
+			indeg[r]--
+			if indeg[r] == 0 {
+				queue = append(queue, paths[r])
+			}
+		}
+	}
+	// References form a DAG apart from self-references (dropped at load); anything left over
+	// would be a cycle: delete it last, in any order.
+	if len(out) < len(victims) {
+		done := map[string]bool{}
+		for _, v := range out {
+			done[v.hash] = true
+		}
+		for _, v := range victims {
+			if !done[v.hash] {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// lru is a min-heap of paths by last access.
+type lru []*path
+
+func (l lru) Len() int           { return len(l) }
+func (l lru) Less(i, j int) bool { return l[i].lastAccess.Before(l[j].lastAccess) }
+func (l lru) Swap(i, j int)      { l[i], l[j] = l[j], l[i] }
+func (l *lru) Push(x any)        { *l = append(*l, x.(*path)) }
+func (l *lru) Pop() any          { old := *l; x := old[len(old)-1]; *l = old[:len(old)-1]; return x }
