@@ -117,9 +117,17 @@ type pinAddCmd struct {
 	Paths []string `arg:"" help:"Store paths, hashes or name:PREFIX."`
 }
 
+// pinArg sends a store path as its base name: slashes have no place in one URL segment.
+func pinArg(arg string) string {
+	if strings.HasPrefix(arg, "/") {
+		arg = arg[strings.LastIndexByte(arg, '/')+1:]
+	}
+	return url.PathEscape(arg)
+}
+
 func (p *pinAddCmd) Run(log *slog.Logger) error {
 	for _, arg := range p.Paths {
-		resp, err := p.do(http.MethodPut, "/_cached/pins/"+url.PathEscape(arg), nil)
+		resp, err := p.do(http.MethodPut, "/_cached/pins/"+pinArg(arg), nil)
 		if err != nil {
 			return err
 		}
@@ -136,7 +144,7 @@ type pinRmCmd struct {
 
 func (p *pinRmCmd) Run(log *slog.Logger) error {
 	for _, arg := range p.Paths {
-		resp, err := p.do(http.MethodDelete, "/_cached/pins/"+url.PathEscape(arg), nil)
+		resp, err := p.do(http.MethodDelete, "/_cached/pins/"+pinArg(arg), nil)
 		if err != nil {
 			return err
 		}

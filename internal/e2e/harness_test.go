@@ -206,7 +206,12 @@ func newNixClient(t *testing.T, host, token string) *nixClient {
 		"narinfo-cache-positive-ttl = 0",
 		"connect-timeout = 10",
 	}, "\n")
-	env := append(os.Environ(), "NIX_CONFIG="+conf, "NIX_USER_CACHE_DIR="+filepath.Join(work, "user-cache"))
+	// Nix 2.8 keeps its narinfo cache in $XDG_CACHE_HOME/nix (it ignores NIX_USER_CACHE_DIR,
+	// which newer versions read); a private one keeps test servers that reuse a port apart, and
+	// concurrent nix processes from contending for one SQLite file.
+	env := append(os.Environ(), "NIX_CONFIG="+conf,
+		"NIX_USER_CACHE_DIR="+filepath.Join(work, "user-cache"),
+		"XDG_CACHE_HOME="+filepath.Join(work, "xdg-cache"))
 	return &nixClient{t: t, env: env, work: work}
 }
 

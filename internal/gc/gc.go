@@ -21,9 +21,9 @@ import (
 	"github.com/cached-dev/cached/internal/narinfo"
 )
 
-// Policy says what to collect. Zero values disable a rule; at least one of OlderThan and MaxSize
-// must be set for anything to be collected.
+// Policy says what to collect. Without ByAge or MaxSize nothing is collected.
 type Policy struct {
+	ByAge     bool          // apply OlderThan (which may be 0: everything unprotected)
 	OlderThan time.Duration // collect paths not accessed (narinfo hit or download) for this long
 	MaxSize   int64         // then collect least recently used paths until stored NARs fit
 	KeepSince time.Duration // never collect a path uploaded less than this long ago
@@ -88,7 +88,7 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 
 	// Age: every unprotected path not accessed within OlderThan is a candidate; the closures
 	// of the others stay.
-	if p.OlderThan > 0 {
+	if p.ByAge {
 		var keep []*path
 		for _, pt := range paths {
 			if protected(pt) || now.Sub(pt.lastAccess) < p.OlderThan {

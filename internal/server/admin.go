@@ -65,7 +65,8 @@ func (s *Server) postGC(w http.ResponseWriter, r *http.Request) {
 		p.Grace = time.Hour
 	}
 	p.DryRun = q.Get("dry-run") == "1" || q.Get("dry-run") == "true"
-	if p.OlderThan == 0 && p.MaxSize == 0 {
+	p.ByAge = q.Get("older-than") != ""
+	if !p.ByAge && p.MaxSize == 0 {
 		s.writeError(w, r, &cache.InputError{Field: "policy", Err: errors.New("give older-than and/or max-size")})
 		return
 	}
