@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cached-dev/cached/internal/backend"
 )
@@ -156,6 +157,64 @@ func Run(t *testing.T, b backend.Backend) {
 			mustRemove(t, b, n)
 		}
 	})
+	t.Run("ListManyPages", func(t *testing.T) {
+		// More names than one page of an S3 listing (1000 keys) holds: every one is seen, once.
+		const n = 1100
+		names := make([]string, n)
+		for i := range names {
+			names[i] = fmt.Sprintf("pages/%04d.narinfo", i)
+		}
+		parallel(t, names, func(name string) error { return b.Save(ctx, name, bytes.NewReader([]byte(name))) })
+		seen := map[string]int{}
+		if err := b.List(ctx, "pages/", func(fi backend.FileInfo) error {
+			seen[fi.Name]++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names {
+			if seen[name] != 1 {
+				t.Errorf("List saw %s %d times", name, seen[name])
+			}
+		}
+		if len(seen) != n {
+			t.Errorf("List saw %d names, want %d", len(seen), n)
+		}
+		parallel(t, names, func(name string) error { return b.Remove(ctx, name) })
+	})
+	t.Run("InfoAndEnd", func(t *testing.T) {
+		before := time.Now()
+		save(t, b, "nar/info.nar", []byte("0123456789"))
+		fi, err := b.Stat(ctx, "nar/info.nar")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Generous bounds: a remote store's clock may be off, and some keep whole seconds.
+		if d := fi.ModTime.Sub(before); d < -time.Hour || d > time.Hour {
+			t.Errorf("ModTime %v, saved at %v", fi.ModTime, before)
+		}
+		obj, err := b.Open(ctx, "nar/info.nar")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer obj.Close()
+		if info := obj.Info(); info.Name != "nar/info.nar" || info.Size != 10 || !info.ModTime.Equal(fi.ModTime) {
+			t.Errorf("Info() = %+v, Stat = %+v", info, fi)
+		}
+		for _, off := range []int64{10, 11} {
+			if _, err := obj.Seek(off, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := obj.Read(make([]byte, 4)); n != 0 || err != io.EOF {
+				t.Errorf("Read at %d of 10 = %d, %v, want 0, io.EOF", off, n, err)
+			}
+		}
+		obj.Seek(-3, io.SeekEnd)
+		if rest, err := io.ReadAll(obj); err != nil || string(rest) != "789" {
+			t.Errorf("last 3 bytes = %q, %v", rest, err)
+		}
+		mustRemove(t, b, "nar/info.nar")
+	})
 	t.Run("ConcurrentSavesOfOneName", func(t *testing.T) {
 		data := make([]byte, 512<<10)
 		rand.Read(data)
@@ -201,6 +260,34 @@ func Run(t *testing.T, b backend.Backend) {
 			}
 		}
 	})
+}
+
+// parallel runs fn for every name, a few at a time (a remote backend is slow one by one).
+func parallel(t *testing.T, names []string, fn func(string) error) {
+	t.Helper()
+	work := make(chan string)
+	errs := make(chan error, len(names))
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range work {
+				if err := fn(name); err != nil {
+					errs <- fmt.Errorf("%s: %w", name, err)
+				}
+			}
+		}()
+	}
+	for _, name := range names {
+		work <- name
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }
 
 func save(t *testing.T, b backend.Backend, name string, data []byte) {
