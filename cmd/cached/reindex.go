@@ -26,7 +26,7 @@ func (c *reindexCmd) Run(log *slog.Logger) error {
 	defer st.close()
 	start := time.Now()
 	fmt.Fprintf(os.Stderr, "reindexing %s\n", st.backendDesc)
-	stats, err := st.cache.Reindex(ctx, func(s cache.ReindexStats) {
+	stats, err := st.cache.Reindex(ctx, true, func(s cache.ReindexStats) {
 		fmt.Fprintf(os.Stderr, "  %d narinfos indexed (%.0f/s)\n", s.NarInfos, float64(s.NarInfos)/time.Since(start).Seconds())
 	})
 	if err != nil {

@@ -29,6 +29,9 @@ type serveCmd struct {
 	ShutdownTimeout  time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
 	StoreCompression string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
 	ZstdLevel        int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
+	SyncInterval     time.Duration `help:"With --backend s3: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
+	NegativeTTL      time.Duration `help:"With --backend s3: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
+	StaleUploadAge   time.Duration `help:"With --backend s3: incomplete multipart uploads older than this are aborted (hourly)." default:"24h"`
 	Private          bool          `help:"Require a token with read scope for every read (nix sends its netrc credentials on reads too)."`
 }
 
@@ -43,7 +46,11 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	st, err := c.open(ctx, log, cache.Options{StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel})
+	shared := c.Backend == "s3" // replicas may share the bucket
+	st, err := c.open(ctx, log, cache.Options{
+		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel,
+		ReadThrough: shared, NegativeTTL: c.NegativeTTL,
+	})
 	if err != nil {
 		return err
 	}
@@ -57,7 +64,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	}
 	if dirty {
 		log.Warn("index was not closed cleanly; reindexing from the backend", "backend", st.backendDesc)
-		stats, err := st.cache.Reindex(ctx, nil)
+		stats, err := st.cache.Reindex(ctx, false, nil)
 		if err != nil {
 			return err
 		}
@@ -91,6 +98,15 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	}
 	tokenStore := auth.NewStore(st.index)
 	tokenStore.AddFixed(adminToken, auth.ScopeAdmin)
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	defer stopBg()
+	if shared && c.SyncInterval > 0 {
+		go st.cache.RunSync(bgCtx, c.SyncInterval)
+	}
+	if st.s3 != nil {
+		// Incomplete multipart uploads (a crash mid-upload) are billed: abort old ones.
+		go st.s3.RunSweeper(bgCtx, time.Hour, c.StaleUploadAge)
+	}
 	flushCtx, stopFlush := context.WithCancel(context.Background())
 	flushDone := make(chan struct{})
 	go func() { st.cache.RunAccessFlusher(flushCtx, 10*time.Second); close(flushDone) }()

@@ -44,7 +44,8 @@ type Cache struct {
 	// exclusively by collection deleting a narinfo (which checks nothing references it).
 	refMu sync.RWMutex
 
-	access accessTracker
+	access   accessTracker
+	negative negativeCache
 }
 
 // New returns a cache. It writes nix-cache-info to the backend if it is missing, so that plain
@@ -75,13 +76,31 @@ func (c *Cache) PublicKey() signing.PublicKey { return c.key.Public() }
 func (c *Cache) NarInfo(hash string) ([]byte, error) {
 	text, err := c.index.NarInfo(hash)
 	if errors.Is(err, index.ErrNotFound) {
-		return nil, ErrNotFound
+		if err := c.readThrough(context.Background(), hash); err != nil {
+			return nil, err
+		}
+		text, err = c.index.NarInfo(hash)
+		if errors.Is(err, index.ErrNotFound) {
+			return nil, ErrNotFound
+		}
 	}
 	return text, err
 }
 
 // HasNarInfo is NarInfo without the copy, for HEAD.
-func (c *Cache) HasNarInfo(hash string) (bool, error) { return c.index.HasNarInfo(hash) }
+func (c *Cache) HasNarInfo(hash string) (bool, error) {
+	ok, err := c.index.HasNarInfo(hash)
+	if err != nil || ok {
+		return ok, err
+	}
+	if err := c.readThrough(context.Background(), hash); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
 
 // narRecord returns the verified record of a stored NAR. A NAR in the backend that the index
 // does not know (after a crash or on a bucket written by plain nix) is verified again by reading

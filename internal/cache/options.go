@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -19,6 +20,10 @@ type Options struct {
 	ZstdLevel int
 	// ZstdConcurrency is how many blocks one upload compresses in parallel. 0 means GOMAXPROCS.
 	ZstdConcurrency int
+	// ReadThrough makes a narinfo missing from the index be looked up in the backend (replicas
+	// sharing a bucket), remembering a miss for NegativeTTL.
+	ReadThrough bool
+	NegativeTTL time.Duration
 }
 
 func (o Options) validate() error {

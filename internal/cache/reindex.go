@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/index"
@@ -24,9 +25,10 @@ const maxNarInfoSize = 1 << 20
 
 // Reindex makes the index agree with the backend: every narinfo in the backend is indexed (with
 // the record of the NAR it points at, taken from the narinfo that was verified when committed)
-// and index entries whose narinfo is gone are dropped. progress, if not nil, is called every
-// 1000 narinfos.
-func (c *Cache) Reindex(ctx context.Context, progress func(ReindexStats)) (ReindexStats, error) {
+// and index entries whose narinfo is gone are dropped. With full false, narinfos the index
+// already holds are not read again (narinfos never change once committed), which makes a
+// periodic sync cost one listing. progress, if not nil, is called every 1000 narinfos.
+func (c *Cache) Reindex(ctx context.Context, full bool, progress func(ReindexStats)) (ReindexStats, error) {
 	var st ReindexStats
 	seen := make(map[string]struct{})
 	err := c.backend.List(ctx, "", func(fi backend.FileInfo) error {
@@ -34,39 +36,28 @@ func (c *Cache) Reindex(ctx context.Context, progress func(ReindexStats)) (Reind
 		if !ok || !ValidStoreHash(hash) {
 			return nil
 		}
-		text, ni, err := c.readNarInfo(ctx, fi.Name)
+		seen[hash] = struct{}{}
+		if !full {
+			if ok, err := c.index.HasNarInfo(hash); err != nil {
+				return err
+			} else if ok {
+				return nil
+			}
+		}
+		err := c.indexFromBackend(ctx, hash, fi.ModTime)
 		if errors.Is(err, backend.ErrNotExist) {
-			return nil // removed while listing
+			delete(seen, hash) // removed while listing
+			return nil
 		}
 		if err != nil {
 			var ie *InputError
 			if !errors.As(err, &ie) {
 				return err
 			}
+			delete(seen, hash)
 			st.Invalid++
 			c.log.Warn("reindex: skipping unreadable narinfo", "object", fi.Name, "err", err)
 			return nil
-		}
-		if ni.HashPart() != hash {
-			st.Invalid++
-			c.log.Warn("reindex: narinfo store path does not match its name", "object", fi.Name, "storePath", ni.StorePath)
-			return nil
-		}
-		seen[hash] = struct{}{}
-		if !ni.FileHash.IsZero() && ni.FileSize != 0 {
-			rec := index.NarRecord{NarHash: ni.NarHash.String(), NarSize: ni.NarSize, FileHash: ni.FileHash.String(), FileSize: ni.FileSize}
-			if err := c.index.PutNar(ni.URL, rec); err != nil {
-				return err
-			}
-		}
-		if err := c.index.CommitNarInfo(hash, text, ni.URL, refHashes(ni)); err != nil {
-			return err
-		}
-		if err := c.index.PutNarHash(ni.NarHash.String(), ni.URL); err != nil {
-			return err
-		}
-		if err := c.index.SetCreated(hash, fi.ModTime); err != nil {
-			return err
 		}
 		st.NarInfos++
 		if progress != nil && st.NarInfos%1000 == 0 {
@@ -94,6 +85,32 @@ func (c *Cache) Reindex(ctx context.Context, progress func(ReindexStats)) (Reind
 		st.Removed++
 	}
 	return st, nil
+}
+
+// indexFromBackend reads the narinfo of hash from the backend and indexes it, with the record of
+// the NAR it names.
+func (c *Cache) indexFromBackend(ctx context.Context, hash string, modTime time.Time) error {
+	name := hash + ".narinfo"
+	text, ni, err := c.readNarInfo(ctx, name)
+	if err != nil {
+		return err
+	}
+	if ni.HashPart() != hash {
+		return inputErr("StorePath", "%s names %s", name, ni.StorePath)
+	}
+	if !ni.FileHash.IsZero() && ni.FileSize != 0 {
+		rec := index.NarRecord{NarHash: ni.NarHash.String(), NarSize: ni.NarSize, FileHash: ni.FileHash.String(), FileSize: ni.FileSize}
+		if err := c.index.PutNar(ni.URL, rec); err != nil {
+			return err
+		}
+	}
+	if err := c.index.CommitNarInfo(hash, text, ni.URL, refHashes(ni)); err != nil {
+		return err
+	}
+	if err := c.index.PutNarHash(ni.NarHash.String(), ni.URL); err != nil {
+		return err
+	}
+	return c.index.SetCreated(hash, modTime)
 }
 
 func (c *Cache) readNarInfo(ctx context.Context, name string) ([]byte, *narinfo.NarInfo, error) {

@@ -305,3 +305,5 @@ func hostOf(url string) string {
 	}
 	return h
 }
+
+var execCommand = exec.Command

@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cached-dev/cached/internal/backend/backendtest"
+)
+
+// s3Args are the flags that put a server on the versitygw bucket. Replicas share the signing
+// key and the upload token through files, as a deployment would.
+func s3Args(gw *backendtest.VersityGW, shared string, extra ...string) []string {
+	return append(s3BackendArgs(gw, shared), append([]string{"--upload-token-file", filepath.Join(shared, "tokens")}, extra...)...)
+}
+
+// s3BackendArgs are the flags every subcommand that opens the cache takes.
+func s3BackendArgs(gw *backendtest.VersityGW, shared string) []string {
+	return []string{"--backend", "s3", "--s3-bucket", gw.Bucket, "--s3-endpoint", gw.Endpoint,
+		"--s3-region", gw.Region, "--s3-path-style", "--s3-access-key", gw.Access, "--s3-secret-key", gw.Secret,
+		"--secret-key-file", filepath.Join(shared, "secret-key")}
+}
+
+// sharedSecrets writes a signing key and an upload token for replicas to share.
+func sharedSecrets(t *testing.T) (dir, pk, token string) {
+	t.Helper()
+	dir = t.TempDir()
+	out, err := runCached("keygen", "replicas.test-1", "--secret-key-file", filepath.Join(dir, "secret-key"), "--public-key-file", filepath.Join(dir, "public-key"))
+	if err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	token = "replica-upload-token"
+	os.WriteFile(filepath.Join(dir, "tokens"), []byte(token+"\n"), 0o600)
+	return dir, strings.TrimSpace(readFile(t, filepath.Join(dir, "public-key"))), token
+}
+
+// TestS3RoundTrip: nix copy --to a cached on S3, then substitution with signatures required.
+func TestS3RoundTrip(t *testing.T) {
+	requireNix(t)
+	gw := backendtest.StartVersityGW(t)
+	shared, pk, token := sharedSecrets(t)
+	srv := startServer(t, t.TempDir(), s3Args(gw, shared)...)
+	n := newNixClient(t, hostOf(srv.URL), token)
+	c := buildClosure(t, n, 3<<20)
+	n.run("nix", "copy", "--to", srv.URL, c.Top)
+	n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", pk, "-r", c.Top)
+	n.run("nix", "store", "ls", "--store", srv.URL, "-R", c.Top)
+	substituteFresh(t, n, srv.URL, pk, c)
+}
+
+// TestS3Replicas: two servers on one bucket. A path uploaded through A is served by B; B
+// restarted with an empty index recovers everything by reindex; a path deleted through A stops
+// being served by B within the sync interval; an S3 outage shows as 503s and both recover when
+// the S3 server returns, without restarting cached.
+func TestS3Replicas(t *testing.T) {
+	requireNix(t)
+	gw := backendtest.StartVersityGW(t)
+	shared, pk, token := sharedSecrets(t)
+	const syncEvery = 2 * time.Second
+	sync := []string{"--sync-interval", syncEvery.String(), "--negative-ttl", "1s"}
+	a := startServer(t, t.TempDir(), s3Args(gw, shared, sync...)...)
+	bData := t.TempDir()
+	b := startServer(t, bData, s3Args(gw, shared, sync...)...)
+	n := newNixClient(t, hostOf(a.URL), token)
+	c := buildClosure(t, n, 256<<10)
+
+	// B is asked first (a miss it remembers for the negative TTL), then A gets the upload.
+	if code, _ := get(t, b.URL+"/"+hashOf(c.Top)+".narinfo"); code != 404 {
+		t.Fatalf("B before upload: %d", code)
+	}
+	n.run("nix", "copy", "--to", a.URL, c.Top)
+	deadline := time.Now().Add(syncEvery + 3*time.Second)
+	for {
+		code, _ := get(t, b.URL+"/"+hashOf(c.Top)+".narinfo")
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B still answers %d for a path uploaded through A", code)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	substituteFresh(t, n, b.URL, pk, c)
+
+	// B with an empty index: cached reindex rebuilds it from the bucket.
+	b.Stop()
+	os.RemoveAll(filepath.Join(bData, "index"))
+	out, err := runCached(append([]string{"reindex", "--data", bData}, s3BackendArgs(gw, shared)...)...)
+	if err != nil || !strings.Contains(out, "2 narinfos indexed") {
+		t.Fatalf("reindex from the bucket: %v\n%s", err, out)
+	}
+	b = startServer(t, bData, s3Args(gw, shared, sync...)...)
+	n.run("nix", "store", "verify", "--store", b.URL, "--trusted-public-keys", pk, "-r", c.Top)
+
+	// Outage: reads that need the bucket answer 503 (never a false 404), uploads 503.
+	gw.Stop()
+	c2 := buildClosure(t, n, 1024)
+	if code, _ := get(t, b.URL+"/"+hashOf(c2.Top)+".narinfo"); code != http.StatusServiceUnavailable {
+		t.Errorf("narinfo miss during an S3 outage: %d, want 503", code)
+	}
+	narURL := narURLOf(t, b.URL, c.Top)
+	if code, _ := get(t, b.URL+"/"+narURL); code != http.StatusServiceUnavailable {
+		t.Errorf("NAR download during an S3 outage: %d, want 503", code)
+	}
+	if code, _ := get(t, b.URL+"/"+hashOf(c.Top)+".narinfo"); code != 200 {
+		t.Errorf("indexed narinfo during an S3 outage: %d, want 200 from the index", code)
+	}
+	if _, err := n.try("nix", "copy", "--to", a.URL, c2.Top); err == nil {
+		t.Error("nix copy succeeded during an S3 outage")
+	}
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.run("nix", "copy", "--to", a.URL, c2.Top)
+	substituteFresh(t, n, b.URL, pk, c2)
+
+	// Deletion through A reaches B within the sync interval.
+	out, err = cachedAdmin(t, a, "gc", "--older-than", "0s", "--grace", "0s")
+	if err != nil {
+		t.Fatalf("gc on A: %v\n%s", err, out)
+	}
+	deadline = time.Now().Add(syncEvery + 3*time.Second)
+	for {
+		code, _ := get(t, b.URL+"/"+hashOf(c.Top)+".narinfo")
+		if code == 404 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B still serves %s %s after it was deleted through A", c.Top, time.Duration(0))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestS3LargeNar uploads and substitutes a closure with a 1 GiB file through cached on S3 and
+// reports cached's peak RSS, which must stay far below the NAR size.
+func TestS3LargeNar(t *testing.T) {
+	requireNix(t)
+	gw := backendtest.StartVersityGW(t)
+	shared, pk, token := sharedSecrets(t)
+	srv := startServer(t, t.TempDir(), s3Args(gw, shared)...)
+	n := newNixClient(t, hostOf(srv.URL), token)
+	c := buildClosure(t, n, 1<<30)
+	start := time.Now()
+	n.run("nix", "copy", "--to", srv.URL+"?compression=none", c.Top)
+	up := time.Since(start)
+	start = time.Now()
+	substituteFresh(t, n, srv.URL, pk, c)
+	down := time.Since(start)
+	peak := peakRSS(t, srv.cmd.Process.Pid)
+	t.Logf("1 GiB NAR through S3: upload %s, substitution %s, cached peak RSS %d MiB", up.Round(time.Millisecond), down.Round(time.Millisecond), peak>>20)
+	if peak > 300<<20 {
+		t.Errorf("cached peak RSS %d MiB while streaming a 1 GiB NAR: memory is not flat", peak>>20)
+	}
+}
+
+// peakRSS reads VmHWM of a process, in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM")
+	return 0
+}
+
+// narURLOf returns the URL field of p's narinfo on the server.
+func narURLOf(t *testing.T, base, p string) string {
+	t.Helper()
+	code, body := get(t, base+"/"+hashOf(p)+".narinfo")
+	if code != 200 {
+		t.Fatalf("narinfo of %s: %d", p, code)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if u, ok := strings.CutPrefix(line, "URL: "); ok {
+			return u
+		}
+	}
+	t.Fatalf("narinfo of %s has no URL", p)
+	return ""
+}
+
+func runCached(args ...string) (string, error) {
+	out, err := execCommand(cachedBin, args...).CombinedOutput()
+	return string(out), err
+}
