@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every check and test of cached: gofmt, go vet, staticcheck, and `go test -race ./...`,
 # which includes the end-to-end tests that drive the real nix client against the server.
-# Installs what it needs when missing (Debian's nix-bin; staticcheck from the Go module proxy).
+# Installs what it needs when missing: Debian's nix-bin, and from the Go module proxy staticcheck
+# and versitygw (a real S3 server the S3 tests start themselves).
 # Usage: ./test.sh [extra go test flags, e.g. -run TestNixRoundTrip -v]
 set -euo pipefail
 cd "$(dirname "$0")"
 
 STATICCHECK_VERSION=v0.8.2
+VERSITYGW_VERSION=v1.8.0   # the real S3 server the S3 tests start on 127.0.0.1
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -22,6 +24,11 @@ export PATH="$(go env GOPATH)/bin:$PATH"
 if ! command -v staticcheck >/dev/null 2>&1; then
   echo "== installing staticcheck $STATICCHECK_VERSION"
   go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+
+if ! command -v versitygw >/dev/null 2>&1; then
+  echo "== installing versitygw $VERSITYGW_VERSION (S3 server for the tests)"
+  go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
 
 echo "== gofmt"
