@@ -2,53 +2,82 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/go-chi/chi/v5"
 )
 
 type ctxKey int
 
-const errKey ctxKey = 0
+const stateKey ctxKey = 0
 
-// errHolder lets writeError hand the error to the request log line.
-type errHolder struct{ err error }
+// requestState is what the request middleware keeps about one request, in one allocation: the
+// writer it observes the answer through, the body it counts, the request ID, and the error
+// writeError hands to the log line.
+type requestState struct {
+	w     statusWriter
+	body  countingBody
+	id    [1]string // the X-Request-Id header value, shared with the response header map
+	err   error
+	start time.Time
+}
 
 func setErr(r *http.Request, err error) {
-	if h, ok := r.Context().Value(errKey).(*errHolder); ok {
-		h.err = err
+	if st, ok := r.Context().Value(stateKey).(*requestState); ok {
+		st.err = err
 	}
 }
 
-// statusWriter records status and size for the log line. It keeps io.ReaderFrom so that NAR
-// bodies still go out through sendfile.
+// requestID is the ID of the request in logs and in the X-Request-Id response header.
+func requestID(r *http.Request) string {
+	if st, ok := r.Context().Value(stateKey).(*requestState); ok {
+		return st.id[0]
+	}
+	return ""
+}
+
+// statusWriter records status, size and the time of the first byte for the log line and the
+// metrics. It keeps io.ReaderFrom so that NAR bodies still go out through sendfile; it is the only
+// wrapper the observability middleware puts around the connection's writer.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status    int
+	bytes     int64
+	firstByte time.Time // when the handler started answering
+}
+
+var _ io.ReaderFrom = (*statusWriter)(nil)
+
+func (w *statusWriter) began(code int) {
+	if w.status == 0 {
+		w.status = code
+		w.firstByte = time.Now()
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
+	if code >= 200 { // 1xx answers are interim; the final status comes later
+		w.began(code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
+	w.began(http.StatusOK)
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
 	return n, err
 }
 
 func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
+	w.began(http.StatusOK)
 	var n int64
 	var err error
 	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
@@ -62,28 +91,106 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// logRequests writes one line per request.
+// countingBody counts the request body bytes the handlers read.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+// logRequests is the observability middleware: it gives each request an ID (echoed in
+// X-Request-Id), and when the request is done writes its one log line and records its metrics.
+// The log line never holds headers, the query string or bodies, so tokens (Authorization, a
+// netrc password) cannot reach the log.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		holder := &errHolder{}
-		r = r.WithContext(context.WithValue(r.Context(), errKey, holder))
-		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
-		status := sw.status
+		st := &requestState{start: time.Now()}
+		st.w.ResponseWriter = w
+		st.id[0] = incomingRequestID(r)
+		if st.id[0] == "" {
+			st.id[0] = newRequestID()
+		}
+		w.Header()["X-Request-Id"] = st.id[:]
+		r = r.WithContext(context.WithValue(r.Context(), stateKey, st))
+		if r.Body != nil && r.Body != http.NoBody {
+			st.body.ReadCloser = r.Body
+			r.Body = &st.body
+		}
+
+		next.ServeHTTP(&st.w, r)
+
+		dur := time.Since(st.start)
+		status := st.w.status
 		if status == 0 {
 			status = http.StatusOK
 		}
-		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", status, "bytes", sw.bytes,
-			"dur_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr}
-		if r.ContentLength > 0 {
-			attrs = append(attrs, "req_bytes", r.ContentLength)
+		var firstByte time.Duration
+		if !st.w.firstByte.IsZero() {
+			firstByte = st.w.firstByte.Sub(st.start)
 		}
-		if holder.err != nil {
-			attrs = append(attrs, "err", holder.err.Error())
+		route := routeLabel(chi.RouteContext(r.Context()).RoutePattern())
+		key := seriesKey{route: route, method: methodLabel(r.Method), code: status}
+		key.narinfo = route == "/{file}" && isNarInfoPath(r.URL.Path)
+		s.obs.metrics.observe(key, dur, firstByte, st.w.bytes, st.body.n, st.err)
+
+		level := slog.LevelInfo
+		if status < 400 && isProbe(route) {
+			level = slog.LevelDebug
 		}
-		s.log.Info("request", attrs...)
+		if !s.log.Enabled(r.Context(), level) {
+			return
+		}
+		attrs := [10]slog.Attr{
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", status),
+			slog.Int64("bytes", st.w.bytes),
+			slog.Int64("dur_ms", dur.Milliseconds()),
+			slog.String("remote", r.RemoteAddr),
+			slog.String("req_id", st.id[0]),
+		}
+		n := 7
+		if st.body.n > 0 {
+			attrs[n] = slog.Int64("req_bytes", st.body.n)
+			n++
+		}
+		if st.err != nil {
+			attrs[n] = slog.String("err", st.err.Error())
+			n++
+		}
+		s.log.LogAttrs(r.Context(), level, "request", attrs[:n]...)
 	})
+}
+
+// incomingRequestID returns the client's (or a proxy's) X-Request-Id when it is safe to repeat in
+// logs and headers: 1 to 64 characters of [A-Za-z0-9._:-]. Anything else is replaced.
+func incomingRequestID(r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if id == "" || len(id) > 64 {
+		return ""
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return ""
+		}
+	}
+	return id
+}
+
+// newRequestID returns 16 random hex digits: unique enough to find one request in the logs, and
+// not a secret.
+func newRequestID() string {
+	var b [8]byte
+	var h [16]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 // recoverPanics turns a handler panic into a 500 and a log line instead of a dead connection.
@@ -94,7 +201,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
+				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "req_id", requestID(r), "panic", fmt.Sprint(v))
 				http.Error(w, "internal error", http.StatusInternalServerError)
 			}
 		}()
