@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of cached: gofmt, go vet, staticcheck, and `go test -race ./...`,
 # which includes the end-to-end tests that drive the real nix client against the server.
-# Installs what it needs when missing: Debian's nix-bin, and from the Go module proxy staticcheck
+# Installs what it needs when missing: Debian's nix-bin, chromium and bzip2, and from the Go module proxy staticcheck
 # and versitygw (a real S3 server the S3 tests start themselves).
 # Usage: ./test.sh [extra go test flags, e.g. -run TestNixRoundTrip -v]
 set -euo pipefail
@@ -14,6 +14,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v nix >/dev/null 2>&1 || missing+=(nix-bin)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)   # landing page test
+command -v bzip2 >/dev/null 2>&1 || missing+=(bzip2)   # makes bzip2 test uploads
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -40,3 +42,16 @@ echo "== staticcheck"
 staticcheck ./...
 echo "== go test -race"
 go test -race -timeout 40m -count=1 "$@" ./...
+
+# Every parser's fuzz target, for a bounded time each (FUZZTIME=0 skips; seeds ran above).
+FUZZTIME=${FUZZTIME:-30s}
+if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
+  for target in ./internal/nar:FuzzWalk ./internal/nar:FuzzWriterRoundTrip \
+                ./internal/narinfo:FuzzParse ./internal/narinfo:FuzzParseHash \
+                ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName \
+                ./internal/server:FuzzPutNarInfo; do
+    pkg=${target%%:*}; name=${target##*:}
+    echo "== fuzz $name ($pkg, $FUZZTIME)"
+    go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"
+  done
+fi

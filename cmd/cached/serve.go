@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,23 +17,29 @@ import (
 	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/server"
+	"github.com/cached-dev/cached/internal/signing"
 )
 
 type serveCmd struct {
 	dataFlags
-	Listen           string        `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
-	UploadTokenFile  string        `help:"File with upload tokens, one per line. Default: DATA/upload-tokens, generated on first start." type:"path"`
-	PublicURL        string        `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
-	Priority         int           `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
-	MaxUploadSize    byteSize      `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
-	MaxMetaSize      byteSize      `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
-	ShutdownTimeout  time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
-	StoreCompression string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
-	ZstdLevel        int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
-	SyncInterval     time.Duration `help:"With --backend s3: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
-	NegativeTTL      time.Duration `help:"With --backend s3: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
-	StaleUploadAge   time.Duration `help:"With --backend s3: incomplete multipart uploads older than this are aborted (hourly)." default:"24h"`
-	Private          bool          `help:"Require a token with read scope for every read (nix sends its netrc credentials on reads too)."`
+	Listen            string        `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
+	UploadTokenFile   string        `help:"File with upload tokens, one per line. Default: DATA/upload-tokens, generated on first start." type:"path"`
+	PublicURL         string        `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
+	Priority          int           `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
+	MaxUploadSize     byteSize      `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
+	MaxMetaSize       byteSize      `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
+	ShutdownTimeout   time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
+	StoreCompression  string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
+	ZstdLevel         int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
+	SyncInterval      time.Duration `help:"With --backend s3: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
+	NegativeTTL       time.Duration `help:"With --backend s3: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
+	StaleUploadAge    time.Duration `help:"With --backend s3: incomplete multipart uploads older than this are aborted (hourly)." default:"24h"`
+	RequireUploadSigs []string      `help:"Accept only narinfos signed by one of these public keys (name:base64, repeatable or comma-separated), e.g. your builders' keys." sep:","`
+	BodyIdleTimeout   time.Duration `help:"Fail an upload whose body sends nothing for this long (slow or stalled clients)." default:"60s"`
+	WriteRateLimit    int           `help:"Most PUT requests per minute per client (token, else IP); 0 for no limit. Over it clients get 429, which nix retries." default:"0"`
+	TLSCert           string        `help:"Serve HTTPS with this certificate (PEM) and --tls-key." type:"path" name:"tls-cert"`
+	TLSKey            string        `help:"Private key (PEM) for --tls-cert." type:"path" name:"tls-key"`
+	Private           bool          `help:"Require a token with read scope for every read (nix sends its netrc credentials on reads too)."`
 }
 
 func (c *serveCmd) Run(log *slog.Logger) error {
@@ -46,10 +53,21 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var uploadKeys []signing.PublicKey
+	for _, k := range c.RequireUploadSigs {
+		pk, err := signing.ParsePublicKey(k)
+		if err != nil {
+			return fmt.Errorf("--require-upload-sigs: %w", err)
+		}
+		uploadKeys = append(uploadKeys, pk)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("--tls-cert and --tls-key go together")
+	}
 	shared := c.Backend == "s3" // replicas may share the bucket
 	st, err := c.open(ctx, log, cache.Options{
 		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel,
-		ReadThrough: shared, NegativeTTL: c.NegativeTTL,
+		ReadThrough: shared, NegativeTTL: c.NegativeTTL, UploadKeys: uploadKeys,
 	})
 	if err != nil {
 		return err
@@ -91,6 +109,9 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	url := c.PublicURL
 	if url == "" {
 		url = "http://" + ln.Addr().String()
+		if c.TLSCert != "" {
+			url = "https://" + ln.Addr().String()
+		}
 	}
 	adminToken, adminCreated, err := loadAdminToken(c.Data)
 	if err != nil {
@@ -113,16 +134,18 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	defer func() { stopFlush(); <-flushDone }()
 
 	srv := server.New(server.Config{
-		Cache:         st.cache,
-		Index:         st.index,
-		Tokens:        tokenStore,
-		Private:       c.Private,
-		Log:           log,
-		UploadTokens:  tokens,
-		MaxUploadSize: int64(c.MaxUploadSize),
-		MaxMetaSize:   int64(c.MaxMetaSize),
-		Priority:      c.Priority,
-		PublicURL:     c.PublicURL,
+		Cache:           st.cache,
+		Index:           st.index,
+		Tokens:          tokenStore,
+		Private:         c.Private,
+		BodyIdleTimeout: c.BodyIdleTimeout,
+		WriteRateLimit:  c.WriteRateLimit,
+		Log:             log,
+		UploadTokens:    tokens,
+		MaxUploadSize:   int64(c.MaxUploadSize),
+		MaxMetaSize:     int64(c.MaxMetaSize),
+		Priority:        c.Priority,
+		PublicURL:       c.PublicURL,
 	})
 	httpSrv := &http.Server{
 		Handler:           srv,
@@ -131,6 +154,12 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// HTTP/1.1 (what nix speaks over http://, with sendfile for NARs), HTTP/2 over TLS, and
+	// h2c for clients that ask for it in clear.
+	httpSrv.Protocols = new(http.Protocols)
+	httpSrv.Protocols.SetHTTP1(true)
+	httpSrv.Protocols.SetHTTP2(true)
+	httpSrv.Protocols.SetUnencryptedHTTP2(true)
 	printBanner(url, st, tokens, tokenCreated, tokenPath)
 	if adminCreated {
 		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", filepath.Join(c.Data, "admin-token"))
@@ -138,7 +167,13 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKey", st.key.Public().String())
 
 	errCh := make(chan error, 1)
-	go func() { errCh <- httpSrv.Serve(ln) }()
+	go func() {
+		if c.TLSCert != "" {
+			errCh <- httpSrv.ServeTLS(ln, c.TLSCert, c.TLSKey)
+			return
+		}
+		errCh <- httpSrv.Serve(ln)
+	}()
 	select {
 	case err := <-errCh:
 		return err
@@ -155,9 +190,9 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 }
 
 func printBanner(url string, st *opened, tokens []string, tokenCreated bool, tokenPath string) {
-	host, _, err := net.SplitHostPort(url[len("http://"):])
-	if err != nil {
-		host = "HOST"
+	host := "HOST"
+	if u, err := neturl.Parse(url); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
 	}
 	if st.keyCreated {
 		fmt.Printf("Generated signing key %s (public key in %s)\n", st.key.Name, "public-key")

@@ -156,6 +156,9 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	if ni.HashPart() != hash {
 		return false, inputErr("StorePath", "%s does not have the hash %s it was uploaded under", ni.StorePath, hash)
 	}
+	if err := c.checkUploadSigs(ni); err != nil {
+		return false, err
+	}
 	nn, err := ParseNarName(ni.URL)
 	if err != nil {
 		return false, &InputError{Field: "URL", Err: err}
@@ -299,4 +302,27 @@ func refHashes(ni *narinfo.NarInfo) []string {
 		}
 	}
 	return out
+}
+
+// checkUploadSigs enforces --require-upload-sigs.
+func (c *Cache) checkUploadSigs(ni *narinfo.NarInfo) error {
+	if len(c.opts.UploadKeys) == 0 {
+		return nil
+	}
+	fp := ni.Fingerprint()
+	for _, sig := range ni.Sigs {
+		for _, k := range c.opts.UploadKeys {
+			if k.Verify(fp, sig) {
+				return nil
+			}
+		}
+	}
+	names := make([]string, len(c.opts.UploadKeys))
+	for i, k := range c.opts.UploadKeys {
+		names[i] = k.Name
+	}
+	if len(ni.Sigs) == 0 {
+		return inputErr("Sig", "%s is unsigned; uploads must be signed by one of %v", ni.StorePath, names)
+	}
+	return inputErr("Sig", "no signature of %s verifies with any of %v", ni.StorePath, names)
 }

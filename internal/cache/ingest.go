@@ -74,10 +74,7 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		}
 		narSize, err = nar.Check(io.TeeReader(dec, sink))
 		if err != nil {
-			if ctxErr := ctx.Err(); ctxErr != nil {
-				return ctxErr
-			}
-			// Wrapped, so that a body over the size limit still reads as that.
+			// Wrapped, so that a body over the size limit or a stalled one still reads as that.
 			return inputErr("NAR", "%s is not a valid %s-compressed NAR: %w", nn.Name, nn.Compression, err)
 		}
 		var one [1]byte
@@ -108,9 +105,8 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 	pr.CloseWithError(errors.New("store stopped reading")) // unblock the producer if store gave up
 	perr := <-prodErr
 	if perr != nil {
-		if ctx.Err() != nil {
-			return ingestResult{}, fmt.Errorf("upload %s: %w", nn.Name, ctx.Err())
-		}
+		// The producer's error says why (a refusal, a stalled or oversized body), even when the
+		// request's context has been cancelled since.
 		return ingestResult{}, perr
 	}
 	if storeErr != nil {

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/cached-dev/cached/internal/signing"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
@@ -24,6 +25,9 @@ type Options struct {
 	// sharing a bucket), remembering a miss for NegativeTTL.
 	ReadThrough bool
 	NegativeTTL time.Duration
+	// UploadKeys, when not empty, makes every uploaded narinfo need a valid signature by one of
+	// them (--require-upload-sigs): only paths a trusted builder signed get in.
+	UploadKeys []signing.PublicKey
 }
 
 func (o Options) validate() error {

@@ -39,12 +39,6 @@ func (n *negativeCache) add(hash string) {
 	n.entries[hash] = time.Now()
 }
 
-func (n *negativeCache) forget(hash string) {
-	n.mu.Lock()
-	delete(n.entries, hash)
-	n.mu.Unlock()
-}
-
 // readThrough looks for a narinfo the index lacks in the backend and indexes it. It returns
 // ErrNotFound when the backend lacks it too.
 func (c *Cache) readThrough(ctx context.Context, hash string) error {

@@ -60,19 +60,6 @@ func hashOf(p string) string {
 	return strings.SplitN(strings.TrimPrefix(p, "/nix/store/"), "-", 2)[0]
 }
 
-// narinfoStatus says whether srv serves p: 200 or 404. It looks with HEAD, which updates the
-// path's access time like any narinfo hit, so it is used only where that does not matter;
-// stored() looks at the backend instead.
-func narinfoStatus(t *testing.T, url, p string) int {
-	t.Helper()
-	resp, err := http.Head(url + "/" + hashOf(p) + ".narinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // stored reports whether p's narinfo is in srv's disk backend, without touching its access time.
 func stored(srv *serverProc, p string) int {
 	if _, err := os.Stat(filepath.Join(srv.data, "store", hashOf(p)+".narinfo")); err == nil {

@@ -84,6 +84,9 @@ func (s *Server) postGC(w http.ResponseWriter, r *http.Request) {
 	}
 	b, _ := json.Marshal(rep)
 	fmt.Fprintf(out, "report: %s\n", b)
+	if !p.DryRun {
+		s.Metrics().GCRun(rep.BytesFreed, rep.PathsDeleted, err)
+	}
 	s.log.Info("gc", "pathsDeleted", rep.PathsDeleted, "narsDeleted", rep.NarsDeleted, "bytesFreed", rep.BytesFreed, "failures", rep.Failures, "dryRun", rep.DryRun)
 }
 

@@ -160,11 +160,6 @@ func checkSameNarInfo(t *testing.T, got, want *narinfo.NarInfo) {
 	}
 }
 
-func sortedCopy(s []string) []string {
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return s
-}
 
 // TestNarRangeResumeKeepsETag replays a resumed download: nix (and Lix, which aborts when the
 // ETag changes) asks for the rest of the NAR with Range after a broken transfer.

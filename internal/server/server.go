@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/cache"
@@ -31,6 +32,10 @@ type Config struct {
 	Index *index.Index
 	// Private makes every read need a token with read scope.
 	Private bool
+	// BodyIdleTimeout fails an upload whose body sends nothing for this long (0: never).
+	BodyIdleTimeout time.Duration
+	// WriteRateLimit caps PUT/POST requests per client (token, else IP) per minute (0: none).
+	WriteRateLimit int
 	// MaxUploadSize bounds a NAR upload's body, in bytes.
 	MaxUploadSize int64
 	// MaxMetaSize bounds narinfo, listing, log and realisation bodies, in bytes, after decoding.
@@ -48,6 +53,7 @@ type Server struct {
 	log    *slog.Logger
 	tokens *auth.Store
 	router chi.Router
+	obs    *observability // metrics and store counts (metrics.go)
 
 	gcRunning sync.Mutex // one garbage collection at a time
 }
@@ -68,9 +74,10 @@ func New(cfg Config) *Server {
 		tokens.AddFixed(t, auth.ScopeWrite)
 	}
 	s := &Server{cfg: cfg, cache: cfg.Cache, log: cfg.Log, tokens: tokens}
+	s.obs = newObservability(cfg.Cache)
 	r := chi.NewRouter()
 	// GetHead answers HEAD with the GET handler; net/http drops the body.
-	r.Use(s.logRequests, s.recoverPanics, rejectHostilePaths, middleware.GetHead)
+	r.Use(s.logRequests, s.recoverPanics, rejectHostilePaths, s.guardWrites, middleware.GetHead)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "not found", http.StatusNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -80,6 +87,9 @@ func New(cfg Config) *Server {
 		r.Use(s.privateReads)
 	}
 	r.Get("/", s.landing)
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Get("/metrics", s.serveMetrics)
 	r.Get("/nix-cache-info", s.getCacheInfo)
 	r.With(s.requireUpload).Put("/nix-cache-info", s.putCacheInfo)
 
@@ -113,12 +123,15 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		ie      *cache.InputError
 		tooBig  *http.MaxBytesError
+		stalled *stalledError
 		status  int
 		message string
 	)
 	switch {
 	case errors.As(err, &tooBig):
 		status, message = http.StatusRequestEntityTooLarge, "body larger than the configured limit"
+	case errors.As(err, &stalled):
+		status, message = http.StatusRequestTimeout, stalled.Error()
 	case errors.As(err, &ie):
 		status, message = http.StatusBadRequest, err.Error()
 	case errors.Is(err, cache.ErrNotFound):
@@ -131,7 +144,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// believe the path is absent.
 		status, message = http.StatusServiceUnavailable, "cache temporarily unavailable"
 	default:
-		status, message = http.StatusInternalServerError, "internal error storing the upload"
+		// Storage failed (an S3 outage or throttling, a full disk): nothing was stored, and nix
+		// retries a 503.
+		status, message = http.StatusServiceUnavailable, "storage temporarily unavailable; nothing was stored"
+		w.Header().Set("Retry-After", "5")
 	}
 	setErr(r, err)
 	if status >= 500 {
