@@ -160,7 +160,6 @@ func checkSameNarInfo(t *testing.T, got, want *narinfo.NarInfo) {
 	}
 }
 
-
 // TestNarRangeResumeKeepsETag replays a resumed download: nix (and Lix, which aborts when the
 // ETag changes) asks for the rest of the NAR with Range after a broken transfer.
 func TestNarRangeResumeKeepsETag(t *testing.T) {
