@@ -32,23 +32,9 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 		s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not a store path hash", hash)})
 		return
 	}
+	// HEAD takes the same path, so it carries the same headers (Content-Length included);
+	// net/http drops the body.
 	h := w.Header()
-	if r.Method == http.MethodHead {
-		ok, err := s.cache.HasNarInfo(hash)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if !ok {
-			notFound(w)
-			return
-		}
-		s.cache.Touch(hash)
-		h.Set("Content-Type", "text/x-nix-narinfo")
-		h.Set("Cache-Control", "public, max-age=86400")
-		w.WriteHeader(http.StatusOK)
-		return
-	}
 	text, err := s.cache.NarInfo(hash)
 	if err == cache.ErrNotFound {
 		notFound(w)

@@ -520,3 +520,26 @@ func TestNarInfoNeedsItsReferences(t *testing.T) {
 	dep.store(t, tc)
 	mustStatus(t, "PUT top narinfo after its reference", tc.put(t, top.NarInfoPath(), top.Text()), http.StatusOK)
 }
+
+// TestHeadCarriesGetHeaders: HEAD answers carry the headers GET does, without the body, for
+// narinfos (hit and miss) and NARs.
+func TestHeadCarriesGetHeaders(t *testing.T) {
+	tc := newTestCache(t)
+	u := newUpload(t, "head-parity", "zstd")
+	u.store(t, tc)
+	ni := tc.narinfoOf(t, u)
+	for _, p := range []string{u.NarInfoPath(), "/" + ni.URL, "/" + strings.Repeat("1", 32) + ".narinfo"} {
+		g, h := tc.get(t, p), tc.head(t, p)
+		if g.Status != h.Status {
+			t.Errorf("%s: GET %d, HEAD %d", p, g.Status, h.Status)
+		}
+		for _, k := range []string{"Content-Type", "Content-Length", "Cache-Control", "ETag"} {
+			if g.Header.Get(k) != h.Header.Get(k) {
+				t.Errorf("%s: %s differs: GET %q, HEAD %q", p, k, g.Header.Get(k), h.Header.Get(k))
+			}
+		}
+		if len(h.Body) != 0 {
+			t.Errorf("%s: HEAD has a body", p)
+		}
+	}
+}
