@@ -39,6 +39,7 @@ type serveCmd struct {
 	WriteRateLimit    int           `help:"Most PUT requests per minute per client (token, else IP); 0 for no limit. Over it clients get 429, which nix retries." default:"0"`
 	TLSCert           string        `help:"Serve HTTPS with this certificate (PEM) and --tls-key." type:"path" name:"tls-cert"`
 	TLSKey            string        `help:"Private key (PEM) for --tls-cert." type:"path" name:"tls-key"`
+	AccessLog         string        `help:"Which requests get a log line: all, errors (writes and failures; successful reads only with --log-level debug) or none (server errors only)." default:"all" enum:"all,errors,none"`
 	Private           bool          `help:"Require a token with read scope for every read (nix sends its netrc credentials on reads too)."`
 }
 
@@ -140,6 +141,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		Private:         c.Private,
 		BodyIdleTimeout: c.BodyIdleTimeout,
 		WriteRateLimit:  c.WriteRateLimit,
+		AccessLog:       c.AccessLog,
 		Log:             log,
 		UploadTokens:    tokens,
 		MaxUploadSize:   int64(c.MaxUploadSize),

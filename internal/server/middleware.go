@@ -142,6 +142,16 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		if status < 400 && isProbe(route) {
 			level = slog.LevelDebug
 		}
+		switch s.cfg.AccessLog {
+		case "errors": // successful reads go to debug; writes and failures stay
+			if status < 400 && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+				level = slog.LevelDebug
+			}
+		case "none": // only server errors
+			if status < 500 {
+				level = slog.LevelDebug
+			}
+		}
 		if !s.log.Enabled(r.Context(), level) {
 			return
 		}

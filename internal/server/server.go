@@ -36,6 +36,9 @@ type Config struct {
 	BodyIdleTimeout time.Duration
 	// WriteRateLimit caps PUT/POST requests per client (token, else IP) per minute (0: none).
 	WriteRateLimit int
+	// AccessLog is which requests get an info log line: "all" (default), "errors" (writes and
+	// failures; successful reads only at debug level) or "none" (server errors only).
+	AccessLog string
 	// MaxUploadSize bounds a NAR upload's body, in bytes.
 	MaxUploadSize int64
 	// MaxMetaSize bounds narinfo, listing, log and realisation bodies, in bytes, after decoding.
