@@ -326,3 +326,6 @@ func (c *Cache) checkUploadSigs(ni *narinfo.NarInfo) error {
 	}
 	return inputErr("Sig", "no signature of %s verifies with any of %v", ni.StorePath, names)
 }
+
+// PingIndex checks that the index itself answers (for readiness probes).
+func (c *Cache) PingIndex() error { return c.index.Ping() }

@@ -36,7 +36,8 @@ type NarRecord struct {
 
 // Index wraps a Badger database.
 type Index struct {
-	db *badger.DB
+	db   *badger.DB
+	memo *memo
 }
 
 // Open opens (creating if needed) the index in dir. Badger's memory knobs are set well below its
@@ -56,7 +57,7 @@ func Open(dir string, log *slog.Logger) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
-	return &Index{db: db}, nil
+	return &Index{db: db, memo: newMemo()}, nil
 }
 
 // Close flushes and closes the database.
@@ -81,22 +82,32 @@ func (ix *Index) get(key string) ([]byte, error) {
 	return val, nil
 }
 
-// NarInfo returns the served narinfo text of a store path hash.
-func (ix *Index) NarInfo(hash string) ([]byte, error) { return ix.get(prefixNarInfo + hash) }
+// NarInfo returns the served narinfo text of a store path hash. The slice may be shared with
+// other callers: never modify it.
+func (ix *Index) NarInfo(hash string) ([]byte, error) {
+	text, known, gen := ix.memo.lookup(hash)
+	if known {
+		if text == nil {
+			return nil, ErrNotFound
+		}
+		return text, nil
+	}
+	text, err := ix.get(prefixNarInfo + hash)
+	if errors.Is(err, ErrNotFound) {
+		ix.memo.remember(hash, nil, gen)
+	} else if err == nil {
+		ix.memo.remember(hash, text, gen)
+	}
+	return text, err
+}
 
-// HasNarInfo reports whether the index has a narinfo for hash without copying it.
+// HasNarInfo reports whether the index has a narinfo for hash.
 func (ix *Index) HasNarInfo(hash string) (bool, error) {
-	err := ix.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get([]byte(prefixNarInfo + hash))
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	_, err := ix.NarInfo(hash)
+	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("index get narinfo %s: %w", hash, err)
-	}
-	return true, nil
+	return err == nil, err
 }
 
 // PutNarInfo stores the narinfo text of hash, replacing any.
@@ -104,6 +115,7 @@ func (ix *Index) PutNarInfo(hash string, text []byte) error {
 	err := ix.db.Update(func(txn *badger.Txn) error {
 		return txn.Set([]byte(prefixNarInfo+hash), text)
 	})
+	ix.memo.invalidate(hash)
 	if err != nil {
 		return fmt.Errorf("index put narinfo %s: %w", hash, err)
 	}
@@ -115,6 +127,7 @@ func (ix *Index) DeleteNarInfo(hash string) error {
 	err := ix.db.Update(func(txn *badger.Txn) error {
 		return txn.Delete([]byte(prefixNarInfo + hash))
 	})
+	ix.memo.invalidate(hash)
 	if err != nil {
 		return fmt.Errorf("index delete narinfo %s: %w", hash, err)
 	}
@@ -262,9 +275,11 @@ func (ix *Index) SetDirty(dirty bool) error {
 func (ix *Index) Clear() error {
 	for _, p := range []string{prefixNarInfo, prefixNar, prefixNarHash, prefixAlias, prefixOrphan, prefixRef, prefixReferrer} {
 		if err := ix.db.DropPrefix([]byte(p)); err != nil {
+			ix.memo.invalidate("")
 			return fmt.Errorf("index clear: %w", err)
 		}
 	}
+	ix.memo.invalidate("")
 	return nil
 }
 
@@ -282,4 +297,13 @@ func (l badgerLogger) Infof(f string, a ...any) {
 }
 func (l badgerLogger) Debugf(f string, a ...any) {
 	l.log.Debug(fmt.Sprintf(f, a...), "component", "badger")
+}
+
+// Ping reads from the database itself (not the in-memory layer): is the index usable?
+func (ix *Index) Ping() error {
+	_, err := ix.get(prefixNarInfo + "ping")
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
 }

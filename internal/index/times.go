@@ -216,6 +216,7 @@ func (ix *Index) CommitNarInfo(hash string, text []byte, nar string, refs []stri
 		}
 		return txn.Set([]byte(prefixRef+nar+"\x00"+hash), nil)
 	})
+	ix.memo.invalidate(hash)
 	if err != nil {
 		return fmt.Errorf("index commit narinfo %s: %w", hash, err)
 	}
@@ -235,6 +236,7 @@ func (ix *Index) RemoveNarInfo(hash, nar string, refs []string) error {
 		}
 		return txn.Delete([]byte(prefixRef + nar + "\x00" + hash))
 	})
+	ix.memo.invalidate(hash)
 	if err != nil {
 		return fmt.Errorf("index remove narinfo %s: %w", hash, err)
 	}

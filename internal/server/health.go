@@ -16,16 +16,13 @@ import (
 // probe.
 const readyTimeout = 5 * time.Second
 
-// readyProbeHash is looked up in the index by /readyz; no store path has it.
-const readyProbeHash = "00000000000000000000000000000000"
-
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeProbe(w, http.StatusOK, "ok\n")
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	var failed []string
-	if _, err := s.cache.HasNarInfo(readyProbeHash); err != nil {
+	if err := s.cache.PingIndex(); err != nil {
 		s.log.Warn("not ready: index lookup failed", "req_id", requestID(r), "err", err)
 		failed = append(failed, "index: lookup failed")
 	}
