@@ -28,6 +28,7 @@ func (s *Server) adminRoutes(r chi.Router) {
 	r.Route("/_cached", func(r chi.Router) {
 		r.Use(s.requireScope(auth.ScopeAdmin))
 		r.Post("/gc", s.postGC)
+		r.Post("/verify", s.postVerify)
 		r.Get("/pins", s.listPins)
 		r.Put("/pins/{pin}", s.putPin)
 		r.Delete("/pins/{pin}", s.deletePin)

@@ -1,0 +1,71 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cached-dev/cached/internal/cache"
+)
+
+// verifying holds the servers running a verification: one at a time each, since a second would
+// only read everything again.
+var verifying sync.Map // *Server -> struct{}
+
+// postVerify checks the cache (cache.Verify) and streams its findings as text; the last line is
+// "report: " and the JSON report, with "error" set if the run could not finish. Query: sample
+// (0 < f <= 1, default 1), grace (Go duration or Nd, default 1h), jobs (default 4),
+// quarantine=1.
+func (s *Server) postVerify(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts := cache.VerifyOptions{Sample: 1, Grace: time.Hour, Jobs: 4}
+	if v := q.Get("sample"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f > 0 && f <= 1) {
+			s.writeError(w, r, &cache.InputError{Field: "sample", Err: fmt.Errorf("%q is not a fraction 0 < f <= 1", v)})
+			return
+		}
+		opts.Sample = f
+	}
+	if v := q.Get("grace"); v != "" {
+		d, err := ParseDuration(v)
+		if err != nil {
+			s.writeError(w, r, &cache.InputError{Field: "grace", Err: err})
+			return
+		}
+		opts.Grace = d
+	}
+	if v := q.Get("jobs"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 64 {
+			s.writeError(w, r, &cache.InputError{Field: "jobs", Err: fmt.Errorf("%q is not a number from 1 to 64", v)})
+			return
+		}
+		opts.Jobs = n
+	}
+	opts.Quarantine = q.Get("quarantine") == "1" || q.Get("quarantine") == "true"
+	if _, busy := verifying.LoadOrStore(s, struct{}{}); busy {
+		http.Error(w, "a verification is already running", http.StatusConflict)
+		return
+	}
+	defer verifying.Delete(s)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	out := &flushWriter{w: w}
+	rep, err := s.cache.Verify(r.Context(), opts, out)
+	final := struct {
+		cache.VerifyReport
+		Error string `json:"error,omitempty"`
+	}{VerifyReport: rep}
+	if err != nil {
+		final.Error = err.Error()
+		fmt.Fprintf(out, "error: %v\n", err)
+	}
+	b, _ := json.Marshal(final)
+	fmt.Fprintf(out, "report: %s\n", b)
+	s.log.Info("verify", "problems", rep.Problems, "corrupt", rep.Corrupt, "missing", rep.Missing, "orphans", rep.Orphans,
+		"narsHashed", rep.NarsHashed, "quarantined", rep.Quarantined, "narInfosDeleted", rep.NarInfosDeleted, "failures", rep.Failures, "err", err)
+}
