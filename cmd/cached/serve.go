@@ -162,7 +162,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	httpSrv.Protocols.SetHTTP1(true)
 	httpSrv.Protocols.SetHTTP2(true)
 	httpSrv.Protocols.SetUnencryptedHTTP2(true)
-	printBanner(url, st, tokens, tokenCreated, tokenPath)
+	printBanner(url, st, tokens, tokenCreated, tokenPath, c.Data)
 	if adminCreated {
 		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", filepath.Join(c.Data, "admin-token"))
 	}
@@ -191,13 +191,13 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	return nil
 }
 
-func printBanner(url string, st *opened, tokens []string, tokenCreated bool, tokenPath string) {
+func printBanner(url string, st *opened, tokens []string, tokenCreated bool, tokenPath, dataDir string) {
 	host := "HOST"
 	if u, err := neturl.Parse(url); err == nil && u.Hostname() != "" {
 		host = u.Hostname()
 	}
 	if st.keyCreated {
-		fmt.Printf("Generated signing key %s (public key in %s)\n", st.key.Name, "public-key")
+		fmt.Printf("Generated signing key %s in %s (secret-key, public-key)\n", st.key.Name, dataDir)
 	}
 	fmt.Printf(`cached is serving %s at %s
 public key: %s

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"github.com/cached-dev/cached/internal/signing"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -69,6 +70,14 @@ func compressor(compression string, w io.Writer, o Options) (io.WriteCloser, err
 		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderConcurrency(conc))
 	case "xz":
 		return xz.NewWriter(w)
+	case "br":
+		return brotli.NewWriter(w), nil
+	case "none":
+		return nopWriteCloser{w}, nil
 	}
-	return nil, fmt.Errorf("cannot store in compression %q", compression)
+	return nil, fmt.Errorf("cannot compress to %q", compression)
 }
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 
 	"github.com/cached-dev/cached/internal/cache"
 )
@@ -16,17 +15,24 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &cache.InputError{Field: "path", Err: err})
 		return
 	}
-	if r.Method == http.MethodHead {
-		// A NAR uploaded in one compression and stored in another: nix asks with HEAD before
-		// uploading, and need not send it again. A GET of that name stays 404: the bytes under
-		// a content-addressed name are never other than the name says.
-		if ok, err := s.cache.HasNar(r.Context(), name); err == nil && !ok {
-			if size, ok := s.cache.UploadStored(r.Context(), name); ok {
-				h := w.Header()
-				h.Set("Content-Type", "application/x-nix-nar")
-				h.Set("Content-Length", strconv.FormatInt(size, 10))
-				h.Set("Cache-Control", "no-cache")
+	// A NAR uploaded in one compression and stored in another. nix HEADs it before uploading,
+	// and need not send it again. A GET comes only from a client that kept the narinfo it
+	// uploaded (nix caches it on the uploading machine): it gets the NAR in the compression it
+	// expects, recompressed on the fly, without Range (the bytes differ from the upload; the
+	// NarHash it checks does not).
+	if ok, err := s.cache.HasNar(r.Context(), name); err == nil && !ok {
+		if _, ok := s.cache.UploadStored(r.Context(), name); ok {
+			h := w.Header()
+			h.Set("Content-Type", "application/x-nix-nar")
+			h.Set("Cache-Control", "no-cache")
+			if r.Method == http.MethodHead {
 				w.WriteHeader(http.StatusOK)
+				return
+			}
+			if rc, err := s.cache.OpenUploaded(r.Context(), name); err == nil {
+				defer rc.Close()
+				w.WriteHeader(http.StatusOK)
+				io.Copy(w, rc)
 				return
 			}
 		}

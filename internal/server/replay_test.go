@@ -6,6 +6,7 @@ package server_test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/cached-dev/cached/internal/nar"
 	"github.com/cached-dev/cached/internal/narinfo"
 	"github.com/cached-dev/cached/internal/signing"
+	"github.com/ulikunitz/xz"
 )
 
 func TestNixCacheInfoAnnouncesStoreDir(t *testing.T) {
@@ -541,5 +543,23 @@ func TestHeadCarriesGetHeaders(t *testing.T) {
 		if len(h.Body) != 0 {
 			t.Errorf("%s: HEAD has a body", p)
 		}
+	}
+}
+
+// TestGetUploadedNameOfRecompressedNar: the uploading nix caches the narinfo it sent, with the
+// uploaded URL; a GET of that name gets the NAR recompressed to the compression it names.
+func TestGetUploadedNameOfRecompressedNar(t *testing.T) {
+	tc := newTestCache(t)
+	u := newUpload(t, "uploaded-name", "xz")
+	u.store(t, tc)
+	resp := tc.get(t, u.NarPath)
+	mustStatus(t, "GET the uploaded xz name of a NAR stored as zstd", resp, http.StatusOK)
+	xr, err := xz.NewReader(bytes.NewReader(resp.Body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(xr)
+	if err != nil || !bytes.Equal(got, u.NAR) {
+		t.Fatalf("the recompressed download does not decompress to the NAR: %v", err)
 	}
 }

@@ -1,0 +1,49 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestUploaderSubstitutesWithItsNarinfoCache: the machine that ran nix copy keeps, in its
+// narinfo cache (positive TTL 30 days by default), the narinfo it uploaded: the uploaded URL
+// (xz, nix's default) and its own signatures. When it later substitutes the path (say after a
+// local gc) nix uses that narinfo, so the uploaded name must still download although the server
+// stores the NAR as zstd.
+func TestUploaderSubstitutesWithItsNarinfoCache(t *testing.T) {
+	requireNix(t)
+	srv := startServer(t, t.TempDir())
+	n := newNixClient(t, hostOf(srv.URL), srv.Token)
+	// nix's own narinfo cache TTLs, as a user has them.
+	for i, e := range n.env {
+		if v, ok := strings.CutPrefix(e, "NIX_CONFIG="); ok {
+			v = strings.ReplaceAll(v, "narinfo-cache-negative-ttl = 0", "")
+			n.env[i] = "NIX_CONFIG=" + strings.ReplaceAll(v, "narinfo-cache-positive-ttl = 0", "")
+		}
+	}
+	dir := t.TempDir()
+	sk, pk := filepath.Join(dir, "sk"), filepath.Join(dir, "pk")
+	if out, err := exec.Command("nix-store", "--generate-binary-cache-key", "builder.test-1", sk, pk).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	builderPK := strings.TrimSpace(readFile(t, pk))
+	c := buildClosure(t, n, 64<<10)
+	n.run("nix", "store", "sign", "--key-file", sk, "-r", c.Top)
+	n.run("nix", "copy", "--to", srv.URL, c.Top) // xz upload, stored as zstd
+
+	fresh := filepath.Join(t.TempDir(), "store")
+	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", filepath.Dir(fresh)).Run() })
+	n.run("nix-store", "--store", fresh, "--realise", c.Top,
+		"--option", "substituters", srv.URL,
+		"--option", "trusted-public-keys", srv.PublicKey+" "+builderPK,
+		"--option", "require-sigs", "true")
+	if _, err := os.Stat(fresh + c.Top + "/big.bin"); err != nil {
+		t.Fatalf("substitution with the uploader's cached narinfo did not produce the path: %v", err)
+	}
+	if !strings.Contains(srv.stderr.String(), "recompression") {
+		t.Fatal("nix did not use the narinfo it cached when uploading; this test no longer shows the case it is about")
+	}
+}
