@@ -23,7 +23,7 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-func newTestCache(t *testing.T, opts Options) (*Cache, *disk.Backend) {
+func newTestCache(t testing.TB, opts Options) (*Cache, *disk.Backend) {
 	t.Helper()
 	be, err := disk.Open(t.TempDir())
 	if err != nil {
@@ -73,6 +73,10 @@ func testNar(t *testing.T, seed string) []byte {
 
 func compress(t *testing.T, comp string, data []byte) []byte {
 	t.Helper()
+	return compressBench(comp, data)
+}
+
+func compressBench(comp string, data []byte) []byte {
 	var buf bytes.Buffer
 	switch comp {
 	case "none":
@@ -95,7 +99,7 @@ func compress(t *testing.T, comp string, data []byte) []byte {
 		cmd.Stdin = bytes.NewReader(data)
 		out, err := cmd.Output()
 		if err != nil {
-			t.Fatalf("bzip2: %v", err)
+			panic("bzip2: " + err.Error())
 		}
 		return out
 	}
