@@ -45,9 +45,9 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 		return
 	}
 	s.cache.Touch(hash)
-	h.Set("Content-Type", "text/x-nix-narinfo")
-	h.Set("Content-Length", strconv.Itoa(len(text)))
-	h.Set("Cache-Control", "public, max-age=86400")
+	h["Content-Type"] = hdrNarInfo
+	h["Content-Length"] = []string{strconv.Itoa(len(text))}
+	h["Cache-Control"] = hdrLongCache
 	w.Write(text)
 }
 
@@ -55,12 +55,23 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 // only briefly: the path may be uploaded soon.
 func notFound(w http.ResponseWriter) {
 	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Cache-Control", "public, max-age=60")
-	h.Set("Content-Length", "10")
+	h["Content-Type"] = hdrTextPlain
+	h["Cache-Control"] = hdrShortCache
+	h["Content-Length"] = hdrNotFoundLen
 	w.WriteHeader(http.StatusNotFound)
-	w.Write([]byte("not found\n"))
+	w.Write(notFoundBody)
 }
+
+// Header values shared by every response on the narinfo path: net/http only reads them, and
+// assigning a ready slice saves an allocation per header per request.
+var (
+	hdrTextPlain   = []string{"text/plain; charset=utf-8"}
+	hdrShortCache  = []string{"public, max-age=60"}
+	hdrNotFoundLen = []string{"10"}
+	hdrNarInfo     = []string{"text/x-nix-narinfo"}
+	hdrLongCache   = []string{"public, max-age=86400"}
+	notFoundBody   = []byte("not found\n")
+)
 
 // putTopLevel accepts /<hash>.narinfo and /<hash>.ls.
 func (s *Server) putTopLevel(w http.ResponseWriter, r *http.Request) {

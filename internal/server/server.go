@@ -165,12 +165,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 func rejectHostilePaths(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
-		bad := strings.ContainsAny(p, "\\\x00") || strings.Contains(p, "//")
-		for _, seg := range strings.Split(p, "/") {
-			if seg == "." || seg == ".." {
-				bad = true
-			}
-		}
+		bad := strings.ContainsAny(p, "\\\x00") || strings.Contains(p, "//") || hasDotSegment(p)
 		raw := strings.ToLower(r.URL.RawPath)
 		if strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") || strings.Contains(raw, "%00") {
 			bad = true
@@ -205,4 +200,22 @@ func (s *Server) privateReads(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// hasDotSegment reports whether a slash-separated path has a "." or ".." segment (without
+// allocating: this runs on every request).
+func hasDotSegment(p string) bool {
+	for len(p) > 0 {
+		i := strings.IndexByte(p, '/')
+		seg := p
+		if i >= 0 {
+			seg, p = p[:i], p[i+1:]
+		} else {
+			p = ""
+		}
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
