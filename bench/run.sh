@@ -1,0 +1,552 @@
+#!/usr/bin/env bash
+# bench/run.sh — nginx serving a `nix copy --to file://` directory against cached, on this machine,
+# end to end: build, corpus (real nix), upload (timed), serve, measure with one client for both,
+# print a table and write bench/out/results-<timestamp>.json and bench/out/latest.json.
+# See bench/README.md for what every row means.
+#
+# Environment:
+#   BENCH_SMALL=1          quick corpus (~50 paths, ~200 MiB, 96 MiB big NAR) for development
+#   BENCH_OUT=DIR          where the corpus manifest, work files and results go (bench/out)
+#   BENCH_REPEAT=N         rounds per row (nginx then cached), the median is reported (3; small: 2)
+#   BENCH_WRK_SECONDS=N    duration of each narinfo load test (10; small: 5)
+#   BENCH_WRK_THREADS=N    wrk threads (2)
+#   BENCH_WRK_REPEAT=N     runs per narinfo load test, the median is reported (BENCH_REPEAT)
+#   BENCH_MAX_PATHS, BENCH_MAX_MIB, BENCH_BIG_MIB, BENCH_CHAIN   corpus size knobs
+#   BENCH_QUIET_ROWS=0     skip the extra narinfo rows with cached's access log off
+#   BENCH_KEEP=1           keep the work directory (both caches, logs) after the run
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH_DIR")
+OUT=${BENCH_OUT:-$BENCH_DIR/out}
+SMALL=${BENCH_SMALL:-0}
+if [ "$SMALL" = 1 ]; then
+	CORPUS_NAME=small
+	MAX_PATHS=${BENCH_MAX_PATHS:-45}
+	MAX_MIB=${BENCH_MAX_MIB:-100}
+	BIG_MIB=${BENCH_BIG_MIB:-96}
+	CHAIN=${BENCH_CHAIN:-4}
+	REPEAT=${BENCH_REPEAT:-2}
+	WRK_SECONDS=${BENCH_WRK_SECONDS:-5}
+else
+	CORPUS_NAME=full
+	MAX_PATHS=${BENCH_MAX_PATHS:-2000}
+	MAX_MIB=${BENCH_MAX_MIB:-4096}
+	BIG_MIB=${BENCH_BIG_MIB:-1100}
+	CHAIN=${BENCH_CHAIN:-12}
+	REPEAT=${BENCH_REPEAT:-3}
+	WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
+fi
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+WRK_REPEAT=${BENCH_WRK_REPEAT:-$REPEAT}
+WRK_CONNS=64
+QUIET_ROWS=${BENCH_QUIET_ROWS:-1}
+KEEP=${BENCH_KEEP:-0}
+
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+WORK=$OUT/work-$TS
+BIN=$OUT/bin
+# cached is built under a name without "cached" in it, and its data directory too, so that other
+# jobs on the machine cleaning up their own servers with `pkill cached` or `killall cached` do
+# not stop ours mid-run (it happened).
+SERVER=$BIN/nixcache-bench
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every one we start is recorded and stopped on exit.
+PIDS=()
+cleanup() {
+	local rc=$?
+	set +e
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null
+	done
+	if [ "$KEEP" != 1 ] && [ -d "$WORK" ]; then
+		chmod -R u+w "$WORK" 2>/dev/null
+		rm -rf "$WORK"
+	elif [ -d "$WORK" ]; then
+		log "work directory kept: $WORK"
+	fi
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_pid() { # pid: SIGTERM, wait (bounded), then SIGKILL
+	local pid=$1
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 1 900); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	local kept=()
+	for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+	PIDS=("${kept[@]}")
+}
+
+# ---------------------------------------------------------------------------------------------
+# a. Tools and binaries.
+apt_install() { # package...
+	log "installing $* with apt-get"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null || true
+	apt-get install -y -qq "$@" >/dev/null
+}
+missing=()
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v jq >/dev/null || missing+=(jq)
+command -v nix >/dev/null || missing+=(nix-bin)
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || die "nginx not found after installing it"
+
+mkdir -p "$OUT" "$BIN" "$WORK"
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod"
+log "building cached and the bench client"
+(cd "$REPO" && go build -o "$SERVER" ./cmd/cached && go build -o "$BIN/client" ./bench/client)
+CLIENT=$BIN/client
+
+# nix without a daemon, as internal/e2e drives it.
+NETRC=$WORK/netrc
+: >"$NETRC"
+chmod 600 "$NETRC"
+export NIX_CONFIG="experimental-features = nix-command
+build-users-group =
+sandbox = false
+substituters =
+netrc-file = $NETRC
+narinfo-cache-negative-ttl = 0
+narinfo-cache-positive-ttl = 0
+connect-timeout = 10"
+export NIX_USER_CACHE_DIR=$WORK/nix-user-cache
+
+# ---------------------------------------------------------------------------------------------
+# b. Corpus: real file trees added with nix-store --add, a chain of /bin/sh derivations with
+# references, one big NAR. The manifest (the closure, one store path a line) is reused while
+# every path in it is still valid.
+MANIFEST=$OUT/corpus-$CORPUS_NAME.txt
+GOROOT_DIR=$(go env GOROOT)
+
+candidates() { # one real file tree a line: directories and regular files
+	find /usr/lib/x86_64-linux-gnu -mindepth 1 -maxdepth 1 \( -type d -o -type f \) 2>/dev/null
+	find /usr/share -mindepth 1 -maxdepth 1 -type d 2>/dev/null
+	find "$GOROOT_DIR" -mindepth 1 -maxdepth 1 -type d ! -name src ! -name pkg 2>/dev/null
+	find "$GOROOT_DIR/src" "$GOROOT_DIR/pkg" -mindepth 1 -maxdepth 1 -type d 2>/dev/null
+}
+
+build_corpus() {
+	log "building the $CORPUS_NAME corpus (max $MAX_PATHS trees, $MAX_MIB MiB of trees, big NAR $BIG_MIB MiB)"
+	local list=$WORK/candidates sel=$WORK/selected
+	# Names nix accepts; no sockets, fifos or devices inside; a deterministic shuffle so a small
+	# corpus still mixes libraries, data and Go sources.
+	candidates | while IFS= read -r p; do
+		b=$(basename "$p")
+		[[ $b =~ ^[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*$ ]] && [ ${#b} -le 200 ] || continue
+		[ -r "$p" ] || continue
+		if [ -d "$p" ] && [ -n "$(find "$p" ! -type f ! -type d ! -type l -print -quit 2>/dev/null)" ]; then
+			continue
+		fi
+		printf '%s\n' "$p"
+	done | shuf --random-source=<(yes) >"$list"
+	local budget=$((MAX_MIB * 1048576)) total=0 count=0 size p
+	: >"$sel"
+	while IFS=$'\t' read -r size p; do
+		[ "$count" -lt "$MAX_PATHS" ] || break
+		[ $((total + size)) -le "$budget" ] || continue
+		total=$((total + size))
+		count=$((count + 1))
+		printf '%s\n' "$p" >>"$sel"
+	done < <(tr '\n' '\0' <"$list" | du -sbl --files0-from=- | awk -F'\t' '{ print $1 "\t" $2 }')
+	log "adding $count real trees ($((total / 1048576)) MiB) with nix-store --add"
+	local added=$WORK/added
+	xargs -d '\n' -n 64 nix-store --add <"$sel" >"$added"
+	[ "$(wc -l <"$added")" -eq "$count" ] || die "nix-store --add returned $(wc -l <"$added") paths for $count trees"
+	log "building $CHAIN chained derivations and the big NAR (nix-build, builder /bin/sh)"
+	local built
+	built=$(nix-build --no-out-link "$BENCH_DIR/corpus.nix" \
+		--argstr refsFile "$added" --arg bigMiB "$BIG_MIB" --arg chain "$CHAIN" --argstr tag "$CORPUS_NAME")
+	# The closure of everything, dependencies first.
+	# shellcheck disable=SC2086
+	nix-store -qR $(cat "$added") $built >"$MANIFEST.tmp"
+	mv "$MANIFEST.tmp" "$MANIFEST"
+}
+
+if [ -s "$MANIFEST" ] && xargs nix-store --check-validity <"$MANIFEST" 2>/dev/null; then
+	log "reusing the corpus in $MANIFEST"
+else
+	build_corpus
+fi
+mapfile -t PATHS <"$MANIFEST"
+NPATHS=${#PATHS[@]}
+BIG_PATH=$(grep -- '-bench-big-nar$' "$MANIFEST" | head -n1)
+[ -n "$BIG_PATH" ] || die "no bench-big-nar in $MANIFEST"
+NAR_BYTES=$(nix-store -q --size "${PATHS[@]}" | awk '{ s += $1 } END { printf "%.0f", s }')
+BIG_NAR_BYTES=$(nix-store -q --size "$BIG_PATH")
+log "corpus: $NPATHS store paths, $((NAR_BYTES / 1048576)) MiB of NARs, big NAR $((BIG_NAR_BYTES / 1048576)) MiB"
+[ "$SMALL" = 1 ] || [ "$NPATHS" -ge 300 ] || log "warning: fewer than 300 paths in the full corpus"
+
+# ---------------------------------------------------------------------------------------------
+# Servers.
+CACHED_DATA=$WORK/srv-data
+FILE_CACHE=$WORK/file-cache
+CACHED_PID=
+CACHED_URL=
+start_cached() { # phase [extra args...]
+	local phase=$1
+	shift
+	local outf=$WORK/cached-$phase.out
+	"$SERVER" serve --data "$CACHED_DATA" --listen 127.0.0.1:0 "$@" >"$outf" 2>"$WORK/cached-$phase.log" &
+	CACHED_PID=$!
+	PIDS+=("$CACHED_PID")
+	CACHED_URL=
+	for _ in $(seq 1 600); do
+		CACHED_URL=$(sed -n 's/^cached is serving .* at \(http:[^ ]*\)$/\1/p' "$outf" | head -n1)
+		[ -n "$CACHED_URL" ] && break
+		kill -0 "$CACHED_PID" 2>/dev/null || die "cached exited at start: $(tail -n 20 "$WORK/cached-$phase.log")"
+		sleep 0.1
+	done
+	[ -n "$CACHED_URL" ] || die "cached did not start within 60 s"
+	log "cached ($phase) pid $CACHED_PID at $CACHED_URL"
+}
+vmhwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+NGINX_PID=
+NGINX_URL=
+start_nginx() {
+	local dir=$WORK/nginx port
+	mkdir -p "$dir/tmp"
+	port=$("$CLIENT" freeport)
+	local user_line=""
+	[ "$(id -u)" = 0 ] && user_line="user root root;" # workers must read the root-owned cache
+	cat >"$dir/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+$user_line
+events { worker_connections 4096; }
+http {
+    sendfile on;
+    tcp_nopush on;
+    access_log off;
+    log_not_found off;
+    keepalive_requests 100000;
+    keepalive_timeout 300s;
+    types {
+        text/x-nix-narinfo narinfo;
+        application/x-nix-nar nar xz zst bz2 br;
+        application/json ls;
+    }
+    default_type application/octet-stream;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        root $FILE_CACHE;
+        location / { }
+    }
+}
+EOF
+	"$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+	NGINX_PID=$!
+	PIDS+=("$NGINX_PID")
+	NGINX_URL=http://127.0.0.1:$port
+	for _ in $(seq 1 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+		kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited at start: $(tail -n 20 "$dir/error.log")"
+		sleep 0.1
+	done
+	"$CLIENT" get -url "$NGINX_URL/nix-cache-info" >/dev/null || die "nginx does not serve $FILE_CACHE"
+	log "nginx pid $NGINX_PID at $NGINX_URL"
+}
+nginx_vmhwm_kib() { # master and workers
+	local total=0 pid
+	for pid in $NGINX_PID $(pgrep -P "$NGINX_PID" || true); do
+		total=$((total + $(vmhwm_kib "$pid")))
+	done
+	echo "$total"
+}
+
+# ---------------------------------------------------------------------------------------------
+# c. Upload with nix copy, timed. The store paths are read once first so that neither upload
+# pays for a cold page cache.
+log "reading the corpus once to warm the page cache"
+find "${PATHS[@]}" -type f -exec cat {} + >/dev/null
+
+log "uploading to file://$FILE_CACHE (for nginx)"
+t0=$(now)
+nix copy --to "file://$FILE_CACHE?compression=zstd" "${PATHS[@]}"
+UPLOAD_FILE_S=$(since "$t0")
+log "file:// upload: $UPLOAD_FILE_S s"
+
+start_cached upload
+TOKEN=$(head -n1 "$CACHED_DATA/upload-tokens" | tr -d '[:space:]')
+printf 'machine 127.0.0.1 login cached password %s\n' "$TOKEN" >"$NETRC"
+log "uploading to $CACHED_URL (cached)"
+t0=$(now)
+c0=$(awk '{ print $14 + $15 }' "/proc/$CACHED_PID/stat")
+nix copy --to "$CACHED_URL?compression=zstd" "${PATHS[@]}"
+UPLOAD_HTTP_S=$(since "$t0")
+UPLOAD_CPU_S=$(awk -v a="$c0" -v b="$(awk '{ print $14 + $15 }' "/proc/$CACHED_PID/stat")" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
+UPLOAD_RSS_KIB=$(vmhwm_kib "$CACHED_PID")
+log "http upload to cached: $UPLOAD_HTTP_S s, cached CPU $UPLOAD_CPU_S s (verifying, storing), VmHWM $((UPLOAD_RSS_KIB / 1024)) MiB"
+stop_pid "$CACHED_PID"
+
+n_file=$(find "$FILE_CACHE" -maxdepth 1 -name '*.narinfo' | wc -l)
+n_cached=$(find "$CACHED_DATA/store" -maxdepth 1 -name '*.narinfo' | wc -l)
+[ "$n_file" -eq "$NPATHS" ] || die "file cache holds $n_file narinfos, want $NPATHS"
+[ "$n_cached" -eq "$NPATHS" ] || die "cached holds $n_cached narinfos, want $NPATHS"
+FILE_CACHE_BYTES=$(du -sb "$FILE_CACHE" | cut -f1)
+CACHED_STORE_BYTES=$(du -sb "$CACHED_DATA/store" | cut -f1)
+
+# d. Serve.
+start_nginx
+start_cached serve
+SERVE_CACHED_PID=$CACHED_PID
+
+# ---------------------------------------------------------------------------------------------
+# e. Measure. Each row runs nginx, then cached, with the same client.
+RAW=$WORK/raw
+mkdir -p "$RAW"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }' &&
+	log "warning: load average $LOAD_START on $(nproc) CPUs before measuring: other jobs will add noise"
+HASHES=$WORK/hashes.txt
+printf '%s\n' "${PATHS[@]}" | sed 's|^/nix/store/||; s|-.*||' >"$HASHES"
+HIT_PATHS=$WORK/hit-paths.txt
+MISS_PATHS=$WORK/miss-paths.txt
+sed 's|.*|/&.narinfo|' "$HASHES" >"$HIT_PATHS"
+# Valid store hashes (nix32 alphabet) that are not in either cache.
+awk 'BEGIN { srand(); a = "0123456789abcdfghijklmnpqrsvwxyz"
+	for (i = 0; i < 1000; i++) { s = ""; for (j = 0; j < 32; j++) s = s substr(a, int(rand() * 32) + 1, 1); print s } }' |
+	grep -vxFf "$HASHES" | sed 's|.*|/&.narinfo|' >"$MISS_PATHS"
+BIG_HASH=$(basename "$BIG_PATH" | cut -c1-32)
+
+ROWS=$WORK/rows.tsv # key, label, unit, better (lower|higher), nginx, cached
+: >"$ROWS"
+row() {
+	check_alive
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"
+}
+url_of() { case $1 in nginx) echo "$NGINX_URL" ;; cached) echo "$CACHED_URL" ;; esac; }
+# Both servers must live through every row: a restart would reset cached's RSS and warm caches.
+check_alive() {
+	kill -0 "$NGINX_PID" 2>/dev/null || die "nginx (pid $NGINX_PID) is gone; see $WORK/nginx/error.log"
+	kill -0 "$CACHED_PID" 2>/dev/null ||
+		die "cached (pid $CACHED_PID) is gone mid-run: $(grep -v 'msg=request' "$WORK"/cached-*.log | tail -n 3)"
+}
+# CPU time the server spent (user + system, all threads; nginx: master and workers), in clock
+# ticks. Unlike req/s, CPU per request hardly depends on what else the machine is running.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+	local pids pid total=0
+	case $1 in
+	nginx) pids="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')" ;;
+	cached) pids=$CACHED_PID ;;
+	esac
+	for pid in $pids; do
+		total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$total"
+}
+# measured SERVER OUT-FILE COMMAND...: runs COMMAND (which prints one JSON object) and adds the
+# server's CPU seconds during it as .server_cpu_s.
+measured() {
+	local s=$1 f=$2 t0 t1
+	shift 2
+	t0=$(cpu_ticks "$s")
+	"$@" >"$f.tmp"
+	t1=$(cpu_ticks "$s")
+	jq --argjson cpu "$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { print (b - a) / hz }')" \
+		'. + {server_cpu_s: $cpu}' "$f.tmp" >"$f"
+	rm -f "$f.tmp"
+}
+# median EXPR FILE...: the median over runs of a jq expression.
+median() {
+	local expr=$1
+	shift
+	jq -s "map($expr) | sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end" "$@"
+}
+# Every row runs REPEAT rounds; each round measures nginx, then cached, so that a change in the
+# machine's load (other jobs) hits both alike. The median round is reported.
+
+log "row: every narinfo, sequentially (x$REPEAT)"
+for r in $(seq 1 "$REPEAT"); do
+	for s in nginx cached; do
+		"$CLIENT" narinfos -base "$(url_of $s)" -hashes "$HASHES" -out "$WORK/nars-$s.tsv" >"$RAW/$s-narinfo-seq-$r.json"
+	done
+done
+row narinfo_seq_s "all $NPATHS narinfos, one after another" s lower \
+	"$(median .seconds "$RAW"/nginx-narinfo-seq-*.json)" "$(median .seconds "$RAW"/cached-narinfo-seq-*.json)"
+
+log "warm-up: every NAR once from each server"
+for s in nginx cached; do
+	"$CLIENT" nars -base "$(url_of $s)" -list "$WORK/nars-$s.tsv" -c 4 >/dev/null
+done
+NARS_MIB=$(awk -F'\t' '{ s += $3 } END { printf "%.0f", s / 1048576 }' "$WORK/nars-cached.tsv")
+for c in 1 4 16; do
+	log "row: every NAR, $c stream(s) (x$REPEAT)"
+	for r in $(seq 1 "$REPEAT"); do
+		for s in nginx cached; do
+			measured "$s" "$RAW/$s-nars-c$c-$r.json" "$CLIENT" nars -base "$(url_of $s)" -list "$WORK/nars-$s.tsv" -c "$c"
+		done
+	done
+	row "nars_c${c}_s" "all NARs ($NARS_MIB MiB compressed), $c stream(s)" s lower \
+		"$(median .seconds "$RAW"/nginx-nars-c$c-*.json)" "$(median .seconds "$RAW"/cached-nars-c$c-*.json)"
+done
+row nars_c1_cpu_s "server CPU time for all NARs, 1 stream" s lower \
+	"$(median .server_cpu_s "$RAW"/nginx-nars-c1-*.json)" "$(median .server_cpu_s "$RAW"/cached-nars-c1-*.json)"
+
+log "row: big NAR, one stream (x$REPEAT)"
+for r in $(seq 1 "$REPEAT"); do
+	for s in nginx cached; do
+		big_url=$(awk -F'\t' -v h="$BIG_HASH" '$1 == h { print $2 }' "$WORK/nars-$s.tsv")
+		[ -n "$big_url" ] || die "no NAR URL for the big NAR in $WORK/nars-$s.tsv"
+		"$CLIENT" get -url "$(url_of $s)/$big_url" >"$RAW/$s-big-$r.json"
+	done
+done
+BIG_FILE_MIB=$(jq '.bytes / 1048576 | round' "$RAW/cached-big-1.json")
+row big_nar_gbps "big NAR download (${BIG_FILE_MIB} MiB file), 1 stream" GB/s higher \
+	"$(median .gb_per_sec "$RAW"/nginx-big-*.json)" "$(median .gb_per_sec "$RAW"/cached-big-*.json)"
+
+run_wrk() { # server kind(hit|miss) paths-file out-file
+	local s=$1 kind=$2 paths=$3 f=$4 out errs t0 t1
+	t0=$(cpu_ticks "$s")
+	out=$(wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_SECONDS}s" --timeout 5s -s "$BENCH_DIR/narinfo.lua" "$(url_of "$s")" -- "$paths")
+	t1=$(cpu_ticks "$s")
+	printf '%s\n' "$out" | grep '^{' | tail -n1 >"$f.tmp"
+	[ -s "$f.tmp" ] || die "wrk printed no summary for $s $kind: $out"
+	jq --argjson cpu "$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { print (b - a) / hz }')" \
+		'. + {server_cpu_s: $cpu, server_cpu_us_per_req: ($cpu * 1e6 / .requests)}' "$f.tmp" >"$f"
+	rm -f "$f.tmp"
+	errs=$(jq '.errors_connect + .errors_read + .errors_write + .errors_timeout' "$f")
+	[ "$errs" -eq 0 ] || log "warning: $s narinfo $kind: $errs socket errors ($(cat "$f"))"
+	if [ "$kind" = hit ]; then
+		[ "$(jq .errors_status "$f")" -eq 0 ] || die "$s answered non-200 to narinfo hits: $(cat "$f")"
+	else
+		[ "$(jq '.requests - .errors_status' "$f")" -eq 0 ] || die "$s answered 200 to narinfo misses: $(cat "$f")"
+	fi
+}
+wrk_rows() { # kind label-suffix cached-tag
+	local kind=$1 sfx=$2 tag=$3 n c
+	n=("$RAW"/nginx-wrk-$kind-*.json)
+	c=("$RAW"/cached-wrk-$kind$tag-*.json)
+	row "narinfo_${kind}${tag}_rps" "narinfo $kind req/s, $WRK_CONNS conns$sfx" req/s higher \
+		"$(median .req_per_sec "${n[@]}")" "$(median .req_per_sec "${c[@]}")"
+	row "narinfo_${kind}${tag}_p50_ms" "narinfo $kind p50 latency$sfx" ms lower \
+		"$(median '.p50_us / 1000' "${n[@]}")" "$(median '.p50_us / 1000' "${c[@]}")"
+	row "narinfo_${kind}${tag}_p99_ms" "narinfo $kind p99 latency$sfx" ms lower \
+		"$(median '.p99_us / 1000' "${n[@]}")" "$(median '.p99_us / 1000' "${c[@]}")"
+	row "narinfo_${kind}${tag}_cpu_us" "server CPU per narinfo $kind$sfx" us lower \
+		"$(median .server_cpu_us_per_req "${n[@]}")" "$(median .server_cpu_us_per_req "${c[@]}")"
+}
+paths_of() { if [ "$1" = hit ]; then echo "$HIT_PATHS"; else echo "$MISS_PATHS"; fi; }
+for kind in hit miss; do
+	log "row: narinfo $kind, wrk $WRK_CONNS connections, ${WRK_SECONDS}s (x$WRK_REPEAT)"
+	for s in nginx cached; do # warm-up
+		wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d2s -s "$BENCH_DIR/narinfo.lua" "$(url_of "$s")" -- "$(paths_of $kind)" >/dev/null
+	done
+	for r in $(seq 1 "$WRK_REPEAT"); do
+		for s in nginx cached; do run_wrk "$s" "$kind" "$(paths_of $kind)" "$RAW/$s-wrk-$kind-$r.json"; done
+	done
+	wrk_rows "$kind" "" ""
+done
+
+SERVE_RSS_KIB=$(vmhwm_kib "$SERVE_CACHED_PID")
+NGINX_RSS_KIB=$(nginx_vmhwm_kib)
+row peak_rss_serve_mib "peak RSS while serving (nginx: master+workers)" MiB lower \
+	"$(awk -v k="$NGINX_RSS_KIB" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$SERVE_RSS_KIB" 'BEGIN { printf "%.1f", k / 1024 }')"
+
+if [ "$QUIET_ROWS" = 1 ]; then
+	# cached writes one log line per request by default; nginx here has access_log off. These
+	# rows show what that line costs: cached restarted without it (--access-log none, or
+	# --log-level warn on versions without that flag), against the nginx runs above.
+	if "$SERVER" serve --help 2>/dev/null | grep -q -- '--access-log'; then
+		quiet_args=(--access-log none)
+	else
+		quiet_args=(--log-level warn)
+	fi
+	stop_pid "$SERVE_CACHED_PID"
+	start_cached quiet "${quiet_args[@]}"
+	for kind in hit miss; do
+		log "row: narinfo $kind, cached ${quiet_args[*]} (x$WRK_REPEAT)"
+		wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d2s -s "$BENCH_DIR/narinfo.lua" "$CACHED_URL" -- "$(paths_of $kind)" >/dev/null
+		for r in $(seq 1 "$WRK_REPEAT"); do
+			run_wrk cached "$kind" "$(paths_of $kind)" "$RAW/cached-wrk-${kind}_quiet-$r.json"
+		done
+		wrk_rows "$kind" " (cached ${quiet_args[*]})" _quiet
+	done
+fi
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+row upload_s "upload, nix copy zstd (nginx: to file://)" s lower "$UPLOAD_FILE_S" "$UPLOAD_HTTP_S"
+
+# ---------------------------------------------------------------------------------------------
+# f. Table and JSON. ratio >= 1 means cached is as fast (as small) or better:
+# nginx/cached for times, latencies and RSS; cached/nginx for rates.
+RESULTS=$OUT/results-$TS.json
+jq -R -s \
+	--arg ts "$TS" --arg corpus "$CORPUS_NAME" \
+	--argjson paths "$NPATHS" --argjson narBytes "$NAR_BYTES" --argjson bigNarBytes "$BIG_NAR_BYTES" \
+	--argjson fileCacheBytes "$FILE_CACHE_BYTES" --argjson cachedStoreBytes "$CACHED_STORE_BYTES" \
+	--argjson uploadRss "$UPLOAD_RSS_KIB" --argjson uploadCpu "$UPLOAD_CPU_S" --argjson serveRss "$SERVE_RSS_KIB" --argjson nginxRss "$NGINX_RSS_KIB" \
+	--arg commit "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)" \
+	--arg dirty "$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo true || echo false)" \
+	--arg nix "$(nix --version)" --arg nginx "$("$NGINX" -v 2>&1)" --arg wrk "$(wrk -v 2>&1 | head -n1)" \
+	--arg kernel "$(uname -r)" --argjson cpus "$(nproc)" --arg loadStart "$LOAD_START" --arg loadEnd "$LOAD_END" \
+	--arg go "$(go version)" --argjson repeat "$REPEAT" --argjson wrkSeconds "$WRK_SECONDS" --argjson wrkRepeat "$WRK_REPEAT" \
+	--slurpfile raw <(for f in "$RAW"/*.json; do jq -c --arg k "$(basename "$f" .json)" '{($k): .}' "$f"; done | jq -s 'add') \
+	'{
+	  timestamp: $ts,
+	  machine: {cpus: $cpus, kernel: $kernel, loadavg_before: $loadStart, loadavg_after: $loadEnd},
+	  versions: {cached_commit: $commit, worktree_dirty: ($dirty == "true"), go: $go, nix: $nix, nginx: $nginx, wrk: $wrk},
+	  settings: {repeat: $repeat, wrk_repeat: $wrkRepeat, wrk_seconds: $wrkSeconds, wrk_connections: 64},
+	  corpus: {name: $corpus, store_paths: $paths, nar_bytes: $narBytes, big_nar_bytes: $bigNarBytes,
+	           file_cache_bytes: $fileCacheBytes, cached_store_bytes: $cachedStoreBytes},
+	  rss_kib: {cached_upload_peak: $uploadRss, cached_serve_peak: $serveRss, nginx_serve_peak: $nginxRss},
+	  upload: {cached_cpu_s: $uploadCpu},
+	  ratio_definition: "ratio >= 1 means cached is as fast or better: nginx/cached for seconds, latency and RSS (lower is better), cached/nginx for req/s and GB/s (higher is better)",
+	  rows: [split("\n")[] | select(length > 0) | split("\t") |
+	    {key: .[0], label: .[1], unit: .[2], better: .[3], nginx: (.[4] | tonumber), cached: (.[5] | tonumber)} |
+	    .ratio = (if .better == "lower" then (if .cached > 0 then .nginx / .cached else null end)
+	              else (if .nginx > 0 then .cached / .nginx else null end) end)],
+	  raw: $raw[0]
+	}' "$ROWS" >"$RESULTS"
+cp "$RESULTS" "$OUT/latest.json"
+
+{
+	printf '\ncached vs nginx — %s corpus: %d store paths, %.0f MiB of NARs, big NAR %.0f MiB; %d CPUs\n' \
+		"$CORPUS_NAME" "$NPATHS" "$(awk -v b="$NAR_BYTES" 'BEGIN { print b / 1048576 }')" \
+		"$(awk -v b="$BIG_NAR_BYTES" 'BEGIN { print b / 1048576 }')" "$(nproc)"
+	printf 'load average before/after measuring: %s / %s\n' "$LOAD_START" "$LOAD_END"
+	printf 'ratio >= 1.00 means cached is as fast or better (nginx/cached for times, cached/nginx for rates)\n\n'
+	jq -r '.rows[] | [.label + " [" + .unit + "]", (.nginx | tostring), (.cached | tostring), (if .ratio == null then "-" else (.ratio * 100 | round / 100 | tostring) end)] | @tsv' "$RESULTS" |
+		awk -F'\t' 'function f(x) { return x >= 1000 ? sprintf("%.0f", x) : sprintf("%.4g", x) }
+			BEGIN { printf "%-66s %12s %12s %7s\n", "row", "nginx", "cached", "ratio"; printf "%-66s %12s %12s %7s\n", "---", "-----", "------", "-----" }
+			{ printf "%-66s %12s %12s %7s\n", $1, f($2), f($3), $4 }'
+	printf '\ncached CPU during the upload (verifying, storing, signing): %s s\n' "$UPLOAD_CPU_S"
+	printf 'cached peak RSS: upload %.1f MiB, serving %.1f MiB (nginx master+workers %.1f MiB)\n' \
+		"$(awk -v k="$UPLOAD_RSS_KIB" 'BEGIN { print k / 1024 }')" "$(awk -v k="$SERVE_RSS_KIB" 'BEGIN { print k / 1024 }')" \
+		"$(awk -v k="$NGINX_RSS_KIB" 'BEGIN { print k / 1024 }')"
+	printf 'results: %s (and %s)\n' "$RESULTS" "$OUT/latest.json"
+}

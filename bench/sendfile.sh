@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# bench/sendfile.sh — does cached hand NAR bodies to the kernel (sendfile), as nginx does?
+# Uploads one store path (the Go toolchain's bin/, a few MiB of zstd NAR) to a fresh cached,
+# restarts cached under `strace -f -e trace=sendfile`, downloads the NAR once and prints the
+# sendfile calls the download made. Exit status 0 when they carry the NAR (all but the first 512 bytes,
+# which net/http writes itself), 1 otherwise.
+#
+#   bench/sendfile.sh            (BENCH_KEEP=1 keeps the work directory)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH_DIR")
+OUT=${BENCH_OUT:-$BENCH_DIR/out}
+KEEP=${BENCH_KEEP:-0}
+WORK=$OUT/sendfile-$(date -u +%Y%m%dT%H%M%SZ)
+BIN=$OUT/bin
+# cached is built under a name without "cached" in it, and its data directory too, so that other
+# jobs on the machine cleaning up their own servers with `pkill cached` or `killall cached` do
+# not stop ours mid-run (it happened).
+SERVER=$BIN/nixcache-bench
+
+log() { printf '[sendfile %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+	log "ERROR: $*"
+	exit 2
+}
+
+PIDS=()
+cleanup() {
+	local rc=$?
+	set +e
+	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null
+	done
+	if [ "$KEEP" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+missing=()
+command -v strace >/dev/null || missing+=(strace)
+command -v nix >/dev/null || missing+=(nix-bin)
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing ${missing[*]} with apt-get"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null || true
+	apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+mkdir -p "$WORK" "$BIN"
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod"
+(cd "$REPO" && go build -o "$SERVER" ./cmd/cached && go build -o "$BIN/client" ./bench/client)
+
+NETRC=$WORK/netrc
+: >"$NETRC"
+chmod 600 "$NETRC"
+export NIX_CONFIG="experimental-features = nix-command
+build-users-group =
+sandbox = false
+substituters =
+netrc-file = $NETRC
+narinfo-cache-negative-ttl = 0
+narinfo-cache-positive-ttl = 0
+connect-timeout = 10"
+export NIX_USER_CACHE_DIR=$WORK/nix-user-cache
+
+DATA=$WORK/srv-data
+URL=
+wait_url() { # stdout-file pid
+	URL=
+	for _ in $(seq 1 600); do
+		URL=$(sed -n 's/^cached is serving .* at \(http:[^ ]*\)$/\1/p' "$1" | head -n1)
+		[ -n "$URL" ] && return 0
+		kill -0 "$2" 2>/dev/null || die "cached exited at start"
+		sleep 0.1
+	done
+	die "cached did not start within 60 s"
+}
+stop() { # pid
+	kill -TERM "$1" 2>/dev/null || return 0
+	for _ in $(seq 1 300); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+}
+
+STORE_PATH=$(nix-store --add "$(go env GOROOT)/bin")
+log "store path: $STORE_PATH"
+
+"$SERVER" serve --data "$DATA" --listen 127.0.0.1:0 >"$WORK/upload.out" 2>"$WORK/upload.log" &
+pid=$!
+PIDS+=("$pid")
+wait_url "$WORK/upload.out" "$pid"
+printf 'machine 127.0.0.1 login cached password %s\n' "$(head -n1 "$DATA/upload-tokens" | tr -d '[:space:]')" >"$NETRC"
+nix copy --to "$URL?compression=zstd" "$STORE_PATH"
+stop "$pid"
+
+TRACE=$WORK/strace.txt
+strace -f -qq -e trace=sendfile -o "$TRACE" "$SERVER" serve --data "$DATA" --listen 127.0.0.1:0 >"$WORK/serve.out" 2>"$WORK/serve.log" &
+strace_pid=$!
+PIDS+=("$strace_pid")
+wait_url "$WORK/serve.out" "$strace_pid"
+cached_pid=$(pgrep -P "$strace_pid" | head -n1)
+[ -n "$cached_pid" ] || die "no cached process under strace"
+PIDS=("$cached_pid" "${PIDS[@]}") # SIGTERM to strace would detach and leave cached running
+
+hash=$(basename "$STORE_PATH" | cut -c1-32)
+printf '%s\n' "$hash" >"$WORK/hashes"
+"$BIN/client" narinfos -base "$URL" -hashes "$WORK/hashes" -out "$WORK/nars.tsv" >/dev/null
+nar_url=$(cut -f2 "$WORK/nars.tsv")
+nar_size=$(cut -f3 "$WORK/nars.tsv")
+log "downloading $nar_url ($nar_size bytes) from cached under strace"
+lines_before=$(wc -l <"$TRACE")
+"$BIN/client" get -url "$URL/$nar_url" >"$WORK/get.json"
+stop "$cached_pid"
+for _ in $(seq 1 100); do
+	kill -0 "$strace_pid" 2>/dev/null || break
+	sleep 0.1
+done
+
+calls=$(tail -n +"$((lines_before + 1))" "$TRACE" | grep -c 'sendfile(' || true)
+sent=$(tail -n +"$((lines_before + 1))" "$TRACE" | sed -n 's/.*sendfile(.*)[[:space:]]*=[[:space:]]*\([0-9][0-9]*\)$/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+echo "strace -f -e trace=sendfile on cached while downloading $nar_url ($nar_size bytes):"
+tail -n +"$((lines_before + 1))" "$TRACE" | grep 'sendfile(' | head -n 5 | sed 's/^/  /'
+[ "$calls" -gt 5 ] && echo "  ... ($calls calls in all)"
+# net/http writes the first 512 bytes itself (it reads them before switching to ReadFrom, for
+# content sniffing), so a body sent by the kernel shows up as all but those.
+if [ "$calls" -gt 0 ] && [ "$sent" -ge $((nar_size - 512)) ]; then
+	echo "sendfile: YES — $calls sendfile calls sent $sent of the NAR's $nar_size bytes ($((nar_size - sent)) written by net/http before it switched to sendfile)"
+	exit 0
+fi
+echo "sendfile: NO — $calls sendfile calls, $sent bytes (NAR is $nar_size bytes): the body went through userspace"
+exit 1
