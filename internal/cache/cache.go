@@ -33,6 +33,10 @@ type Cache struct {
 	log     *slog.Logger
 	opts    Options
 
+	// The three kinds of lock below are always taken in this order (commitLocks, narLocks,
+	// refMu), at most one of each kind at a time, so that uploads, collection and verification
+	// can never deadlock one another (TestUploadsRacingDeletionNeverDeadlock).
+	//
 	// commitLocks serialise narinfo commits and deletions per store hash (and NAR dedup per
 	// NarHash), so that the first complete narinfo wins and concurrent identical uploads all
 	// succeed.
@@ -181,6 +185,10 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	if err != nil {
 		return false, fmt.Errorf("alias of %s: %w", nn.Name, err)
 	}
+	// Lock order, everywhere: commitLocks, then narLocks, then refMu.
+	mu := &c.commitLocks[lockSlot(hash)]
+	mu.Lock()
+	defer mu.Unlock()
 	nmu := &c.narLocks[lockSlot(snn.Name)]
 	nmu.Lock()
 	defer nmu.Unlock()
@@ -213,9 +221,6 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	c.sign(ni)
 	out := ni.Bytes()
 
-	mu := &c.commitLocks[lockSlot(hash)]
-	mu.Lock()
-	defer mu.Unlock()
 	existing, err := c.index.NarInfo(hash)
 	if err == nil {
 		if !bytes.Equal(existing, out) {

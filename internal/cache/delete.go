@@ -18,11 +18,11 @@ import (
 // A narinfo that another one references is not deleted (ErrReferenced): a collection deletes
 // dependents first, so a referrer here is an upload that committed since the collection began.
 func (c *Cache) DeleteNarInfo(ctx context.Context, hash string) error {
-	c.refMu.Lock()
-	defer c.refMu.Unlock()
 	mu := &c.commitLocks[lockSlot(hash)]
 	mu.Lock()
 	defer mu.Unlock()
+	c.refMu.Lock()
+	defer c.refMu.Unlock()
 	text, err := c.index.NarInfo(hash)
 	if err != nil {
 		return err

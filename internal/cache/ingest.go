@@ -154,58 +154,75 @@ func (c *Cache) PutNar(ctx context.Context, name string, body io.Reader) (index.
 	mu := &c.commitLocks[lockSlot(res.stored.NarHash)]
 	mu.Lock()
 	defer mu.Unlock()
-	reused := false
 	if existing, err := c.index.NarByHash(res.stored.NarHash); err == nil {
-		// The same NAR may already be stored (perhaps in another compression): keep that one,
-		// and restart its grace period so garbage collection leaves it for the narinfo to come.
-		// Checked under its lock, so a collection cannot remove it in between.
-		nmu := &c.narLocks[lockSlot(existing)]
-		nmu.Lock()
-		if c.narPresent(ctx, existing) {
-			if err := c.refreshOrphan(ctx, existing); err != nil {
-				nmu.Unlock()
-				return index.NarRecord{}, err
-			}
-			storedName, reused = existing, true
-		}
-		nmu.Unlock()
-	}
-	if reused {
-		if err := c.backend.Remove(ctx, saveAs); err != nil && !errors.Is(err, backend.ErrNotExist) {
-			c.log.Warn("removing duplicate upload", "object", saveAs, "err", err)
-		}
-	} else if err := c.commitNar(ctx, saveAs, storedName, res.stored); err != nil {
-		return index.NarRecord{}, err
-	}
-	if storedName != name {
-		if err := c.index.PutAlias(name, index.AliasRecord{Stored: storedName, FileSize: res.uploadedSize}); err != nil {
+		// The same NAR may already be stored (perhaps in another compression): keep that one.
+		rec, reused, err := c.reuseNar(ctx, existing, name, res.uploadedSize)
+		if err != nil {
 			return index.NarRecord{}, err
 		}
+		if reused {
+			if err := c.backend.Remove(ctx, saveAs); err != nil && !errors.Is(err, backend.ErrNotExist) {
+				c.log.Warn("removing duplicate upload", "object", saveAs, "err", err)
+			}
+			return rec, nil
+		}
 	}
-	rec, err := c.index.Nar(storedName)
-	if err != nil {
+	if err := c.commitNar(ctx, saveAs, storedName, name, res); err != nil {
 		return index.NarRecord{}, err
 	}
-	return rec, nil
+	return res.stored, nil
 }
 
-// commitNar moves a verified staged upload to its stored name and records it, under the NAR's
-// lock so that a collection deleting an older object of the same name cannot interleave.
-func (c *Cache) commitNar(ctx context.Context, staged, name string, rec index.NarRecord) error {
+// reuseNar answers an upload with the stored NAR existing that has the same NarHash, if it is
+// still there, restarting its grace period so that garbage collection leaves it for the narinfo
+// to come. Everything runs under the NAR's lock, so a collection cannot remove it in between.
+func (c *Cache) reuseNar(ctx context.Context, existing, uploaded string, uploadedSize uint64) (index.NarRecord, bool, error) {
+	nmu := &c.narLocks[lockSlot(existing)]
+	nmu.Lock()
+	defer nmu.Unlock()
+	if !c.narPresent(ctx, existing) {
+		return index.NarRecord{}, false, nil
+	}
+	rec, err := c.index.Nar(existing)
+	if err != nil {
+		return index.NarRecord{}, false, err
+	}
+	if err := c.refreshOrphan(ctx, existing); err != nil {
+		return index.NarRecord{}, false, err
+	}
+	return rec, true, c.aliasIfRenamed(uploaded, existing, uploadedSize)
+}
+
+// commitNar moves a verified staged upload to its stored name and records it (and the uploaded
+// name as its alias), under the NAR's lock so that a collection deleting an older object of the
+// same name cannot interleave.
+func (c *Cache) commitNar(ctx context.Context, staged, name, uploaded string, res ingestResult) error {
 	nmu := &c.narLocks[lockSlot(name)]
 	nmu.Lock()
 	defer nmu.Unlock()
 	if err := c.move(ctx, staged, name); err != nil {
 		return err
 	}
-	if err := c.index.PutNar(name, rec); err != nil {
+	if err := c.index.PutNar(name, res.stored); err != nil {
 		return err
 	}
-	if err := c.index.PutNarHash(rec.NarHash, name); err != nil {
+	if err := c.index.PutNarHash(res.stored.NarHash, name); err != nil {
 		return err
 	}
 	// A fresh upload starts its grace period now, whatever an older copy's mark said.
-	return c.refreshOrphan(ctx, name)
+	if err := c.refreshOrphan(ctx, name); err != nil {
+		return err
+	}
+	return c.aliasIfRenamed(uploaded, name, res.uploadedSize)
+}
+
+// aliasIfRenamed records that the NAR uploaded as uploaded is stored as stored, for the narinfo
+// PUT that names the uploaded URL.
+func (c *Cache) aliasIfRenamed(uploaded, stored string, uploadedSize uint64) error {
+	if uploaded == stored {
+		return nil
+	}
+	return c.index.PutAlias(uploaded, index.AliasRecord{Stored: stored, FileSize: uploadedSize})
 }
 
 // refreshOrphan restarts the grace period of an orphaned NAR that was just uploaded again.
