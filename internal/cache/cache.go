@@ -176,7 +176,7 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	}
 	// The NAR may be stored under another name than uploaded (recompressed or deduplicated).
 	storedName, uploadedSize, aliased := nn.Name, uint64(0), false
-	if a, err := c.index.Alias(nn.Name); err == nil {
+	if a, err := c.alias(ctx, nn.Name); err == nil {
 		storedName, uploadedSize, aliased = a.Stored, a.FileSize, true
 	} else if !errors.Is(err, index.ErrNotFound) {
 		return false, err
@@ -237,7 +237,7 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	c.refMu.RLock()
 	defer c.refMu.RUnlock()
 	for _, r := range refs {
-		ok, err := c.index.HasNarInfo(r)
+		ok, err := c.hasReference(ctx, r)
 		if err != nil {
 			return false, err
 		}
@@ -256,6 +256,30 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 		return false, err
 	}
 	if err := c.index.SetCreated(hash, time.Now()); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// hasReference reports whether the narinfo of a reference is served. On replicas a reference
+// uploaded through another one may not be indexed here yet: the backend is asked directly, past
+// the negative cache (the uploader's own GET of it, before it was uploaded, was a miss).
+func (c *Cache) hasReference(ctx context.Context, hash string) (bool, error) {
+	ok, err := c.index.HasNarInfo(hash)
+	if ok || err != nil || !c.opts.ReadThrough {
+		return ok, err
+	}
+	fi, err := c.backend.Stat(ctx, hash+".narinfo")
+	if errors.Is(err, backend.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := c.indexFromBackend(ctx, hash, fi.ModTime); err != nil {
+		if errors.Is(err, backend.ErrNotExist) {
+			return false, nil
+		}
 		return false, err
 	}
 	return true, nil

@@ -88,13 +88,9 @@ func (c *Cache) deleteNar(ctx context.Context, name string) (bool, int64, error)
 	if fi, err := c.backend.Stat(ctx, name); err == nil {
 		size = fi.Size
 	}
-	rec, _ := c.index.Nar(name)
 	// Index first: a concurrent narinfo PUT then finds no record, looks in the backend, and
 	// either finds the NAR (not yet removed; it re-verifies it) or refuses with 400.
-	if err := c.index.ForgetNar(name, rec.NarHash); err != nil {
-		return false, 0, err
-	}
-	if err := c.index.DeleteAliasesTo(name); err != nil {
+	if err := c.forgetNarLocked(ctx, name); err != nil {
 		return false, 0, err
 	}
 	if err := c.backend.Remove(ctx, name); err != nil && !errors.Is(err, backend.ErrNotExist) {

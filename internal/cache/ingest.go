@@ -1,10 +1,12 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -190,7 +192,7 @@ func (c *Cache) reuseNar(ctx context.Context, existing, uploaded string, uploade
 	if err := c.refreshOrphan(ctx, existing); err != nil {
 		return index.NarRecord{}, false, err
 	}
-	return rec, true, c.aliasIfRenamed(uploaded, existing, uploadedSize)
+	return rec, true, c.aliasIfRenamed(ctx, uploaded, existing, uploadedSize)
 }
 
 // commitNar moves a verified staged upload to its stored name and records it (and the uploaded
@@ -213,16 +215,75 @@ func (c *Cache) commitNar(ctx context.Context, staged, name, uploaded string, re
 	if err := c.refreshOrphan(ctx, name); err != nil {
 		return err
 	}
-	return c.aliasIfRenamed(uploaded, name, res.uploadedSize)
+	return c.aliasIfRenamed(ctx, uploaded, name, res.uploadedSize)
 }
 
 // aliasIfRenamed records that the NAR uploaded as uploaded is stored as stored, for the narinfo
-// PUT that names the uploaded URL.
-func (c *Cache) aliasIfRenamed(uploaded, stored string, uploadedSize uint64) error {
+// PUT that names the uploaded URL. Replicas sharing a backend also write it there (AliasPrefix):
+// behind a load balancer, the narinfo PUT may reach another replica than its NAR did.
+func (c *Cache) aliasIfRenamed(ctx context.Context, uploaded, stored string, uploadedSize uint64) error {
 	if uploaded == stored {
 		return nil
 	}
-	return c.index.PutAlias(uploaded, index.AliasRecord{Stored: stored, FileSize: uploadedSize})
+	a := index.AliasRecord{Stored: stored, FileSize: uploadedSize}
+	if c.opts.ReadThrough {
+		body, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		if err := c.backend.Save(ctx, AliasPrefix+uploaded, bytes.NewReader(body)); err != nil {
+			return fmt.Errorf("save alias of %s: %w", uploaded, err)
+		}
+	}
+	return c.index.PutAlias(uploaded, a)
+}
+
+// AliasPrefix is where replicas sharing a backend record the NARs they store under another name
+// than uploaded: AliasPrefix + "nar/<filehash>.nar.xz" holds the index.AliasRecord as JSON.
+// Plain nix never reads it.
+const AliasPrefix = "alias/"
+
+// alias resolves an uploaded NAR name that the NAR is stored under another name for: from the
+// index, or, on replicas, from the backend (written by the replica that took the upload).
+func (c *Cache) alias(ctx context.Context, uploaded string) (index.AliasRecord, error) {
+	a, err := c.index.Alias(uploaded)
+	if !c.opts.ReadThrough || !errors.Is(err, index.ErrNotFound) {
+		return a, err
+	}
+	obj, err := c.backend.Open(ctx, AliasPrefix+uploaded)
+	if errors.Is(err, backend.ErrNotExist) {
+		return a, index.ErrNotFound
+	}
+	if err != nil {
+		return a, err
+	}
+	defer obj.Close()
+	body, err := io.ReadAll(io.LimitReader(obj, 4096))
+	if err != nil {
+		return a, err
+	}
+	if err := json.Unmarshal(body, &a); err != nil {
+		return a, fmt.Errorf("alias of %s in the backend: %w", uploaded, err)
+	}
+	if _, err := ParseNarName(a.Stored); err != nil {
+		return a, fmt.Errorf("alias of %s in the backend: %w", uploaded, err)
+	}
+	return a, c.index.PutAlias(uploaded, a)
+}
+
+// forgetAliasesTo drops every alias of a NAR object that is being deleted, from the index and,
+// on replicas, from the backend.
+func (c *Cache) forgetAliasesTo(ctx context.Context, stored string) error {
+	names, err := c.index.DeleteAliasesTo(stored)
+	if err != nil || !c.opts.ReadThrough {
+		return err
+	}
+	for _, n := range names {
+		if err := c.backend.Remove(ctx, AliasPrefix+n); err != nil && !errors.Is(err, backend.ErrNotExist) {
+			return fmt.Errorf("delete alias of %s: %w", n, err)
+		}
+	}
+	return nil
 }
 
 // refreshOrphan restarts the grace period of an orphaned NAR that was just uploaded again.
@@ -289,7 +350,7 @@ func (c *Cache) move(ctx context.Context, from, to string) error {
 // stored, and the size of the file as it was uploaded. The HEAD nix sends before each upload uses
 // it: a NAR stored recompressed need not be uploaded again by a parallel job or a retry.
 func (c *Cache) UploadStored(ctx context.Context, name string) (int64, bool) {
-	a, err := c.index.Alias(name)
+	a, err := c.alias(ctx, name)
 	if err != nil {
 		return 0, false
 	}
@@ -308,7 +369,7 @@ func (c *Cache) OpenUploaded(ctx context.Context, name string) (io.ReadCloser, e
 	if err != nil {
 		return nil, err
 	}
-	a, err := c.index.Alias(name)
+	a, err := c.alias(ctx, name)
 	if err != nil {
 		return nil, ErrNotFound
 	}

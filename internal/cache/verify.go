@@ -745,15 +745,17 @@ func (c *Cache) forgetNar(ctx context.Context, name string, seen *backend.FileIn
 	case seen == nil || !sameObject(fi, *seen):
 		return false, nil
 	}
-	return true, c.forgetNarLocked(name)
+	return true, c.forgetNarLocked(ctx, name)
 }
 
-func (c *Cache) forgetNarLocked(name string) error {
+// forgetNarLocked drops what the index knows of a NAR object, and its aliases. The caller holds
+// its nar lock.
+func (c *Cache) forgetNarLocked(ctx context.Context, name string) error {
 	rec, _ := c.index.Nar(name)
 	if err := c.index.ForgetNar(name, rec.NarHash); err != nil {
 		return err
 	}
-	return c.index.DeleteAliasesTo(name)
+	return c.forgetAliasesTo(ctx, name)
 }
 
 // moveToQuarantine moves an object to quarantine/<name> under its NAR lock, after forgetting what
@@ -774,7 +776,7 @@ func (c *Cache) moveToQuarantine(ctx context.Context, name string, still func(ba
 		return false, err
 	}
 	if !strings.HasPrefix(name, StagingPrefix) {
-		if err := c.forgetNarLocked(name); err != nil {
+		if err := c.forgetNarLocked(ctx, name); err != nil {
 			return false, err
 		}
 	}

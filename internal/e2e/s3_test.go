@@ -3,10 +3,14 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,4 +199,54 @@ func narURLOf(t *testing.T, base, p string) string {
 func runCached(args ...string) (string, error) {
 	out, err := execCommand(cachedBin, args...).CombinedOutput()
 	return string(out), err
+}
+
+// TestS3ReplicasBehindLoadBalancer: nix copy through a load balancer that sends each request to
+// the next of two replicas on one bucket, so a NAR's PUT and its narinfo's PUT (and a path and
+// its reference) land on different replicas. With the default xz upload and zstd storage the
+// narinfo names an upload the other replica stored under another name: the replicas share that
+// alias through the bucket, and a reference uploaded through the other replica counts as present.
+func TestS3ReplicasBehindLoadBalancer(t *testing.T) {
+	requireNix(t)
+	gw := backendtest.StartVersityGW(t)
+	shared, pk, token := sharedSecrets(t)
+	// nix copy asks for each narinfo before uploading it: the replica asked remembers that miss
+	// for the negative TTL, the bound on when it serves a path uploaded through the other one.
+	const negativeTTL = time.Second
+	a := startServer(t, t.TempDir(), s3Args(gw, shared, "--negative-ttl", negativeTTL.String())...)
+	b := startServer(t, t.TempDir(), s3Args(gw, shared, "--negative-ttl", negativeTTL.String())...)
+	targets := []*url.URL{mustParseURL(t, a.URL), mustParseURL(t, b.URL)}
+	var next atomic.Uint64
+	var puts [2]atomic.Int64
+	lb := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		i := next.Add(1) % 2
+		if r.In.Method == http.MethodPut {
+			puts[i].Add(1)
+		}
+		r.SetURL(targets[i])
+	}})
+	t.Cleanup(lb.Close)
+
+	n := newNixClient(t, hostOf(lb.URL), token)
+	c := buildClosure(t, n, 512<<10)
+	n.run("nix", "copy", "--to", lb.URL, c.Top) // xz, nix's default; stored as zstd
+	if puts[0].Load() == 0 || puts[1].Load() == 0 {
+		t.Fatalf("the load balancer did not spread the uploads: %d and %d PUTs", puts[0].Load(), puts[1].Load())
+	}
+	time.Sleep(negativeTTL + 200*time.Millisecond)
+	for _, srv := range []*serverProc{a, b} {
+		n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", pk, "-r", c.Top)
+		substituteFresh(t, n, srv.URL, pk, c)
+	}
+	// A repeated copy through the balancer finds everything present on either replica.
+	n.run("nix", "copy", "--to", lb.URL, c.Top)
+}
+
+func mustParseURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

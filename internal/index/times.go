@@ -138,24 +138,25 @@ func (ix *Index) ForgetNar(name, narHash string) error {
 	})
 }
 
-// DeleteAliasesTo removes every alias that resolves to the NAR object stored.
-func (ix *Index) DeleteAliasesTo(stored string) error {
+// DeleteAliasesTo removes every alias that resolves to the NAR object stored, and returns the
+// uploaded names they had.
+func (ix *Index) DeleteAliasesTo(stored string) ([]string, error) {
 	var dead []string
 	err := ix.iterate(prefixAlias, func(k string, v []byte) error {
 		if a, err := decodeAlias(v); err == nil && a.Stored == stored {
-			dead = append(dead, prefixAlias+k)
+			dead = append(dead, k)
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, k := range dead {
-		if err := ix.del(k); err != nil {
-			return err
+		if err := ix.del(prefixAlias + k); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return dead, nil
 }
 
 func (ix *Index) set(key string, val []byte) error {
