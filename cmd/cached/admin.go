@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cached-dev/cached/internal/gc"
 	"github.com/dustin/go-humanize"
 )
 
@@ -81,11 +82,7 @@ func (g *gcCmd) Run(log *slog.Logger) error {
 		return err
 	}
 	defer resp.Body.Close()
-	var report struct {
-		Failures    int   `json:"failures"`
-		BytesFreed  int64 `json:"bytesFreed"`
-		BytesToFree int64 `json:"bytesToFree"`
-	}
+	var report gc.Report
 	gotReport := false
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
@@ -99,10 +96,16 @@ func (g *gcCmd) Run(log *slog.Logger) error {
 	if err := sc.Err(); err != nil || !gotReport {
 		return fmt.Errorf("the collection's output ended early (%v): it may still be running or have failed; see the server log", err)
 	}
-	if report.Failures > 0 {
-		return fmt.Errorf("%d failures", report.Failures)
+	switch {
+	case report.Failures > 0:
+		return fmt.Errorf("gc: %d failures", report.Failures)
+	case report.Error != "":
+		return fmt.Errorf("gc stopped: %s", report.Error)
+	case report.DryRun:
+		fmt.Printf("dry run: %d of %d paths would be deleted; nothing was\n", report.PathsDeleted, report.Paths)
+	default:
+		fmt.Printf("freed %s now, %s more after the grace period\n", humanize.IBytes(uint64(report.BytesFreed)), humanize.IBytes(uint64(report.BytesToFree)))
 	}
-	fmt.Printf("freed %s now, %s more after the grace period\n", humanize.IBytes(uint64(report.BytesFreed)), humanize.IBytes(uint64(report.BytesToFree)))
 	return nil
 }
 

@@ -117,6 +117,11 @@ func TestS3Replicas(t *testing.T) {
 	if _, err := n.try("nix", "copy", "--to", a.URL, c2.Top); err == nil {
 		t.Error("nix copy succeeded during an S3 outage")
 	}
+	// A gc that cannot reach the bucket (nothing old enough to delete; listing NARs fails)
+	// must fail its cron job, not report success.
+	if out, err := cachedAdmin(t, a, "gc", "--older-than", "1000h"); err == nil {
+		t.Errorf("gc during an S3 outage exited 0:\n%s", out)
+	}
 	if err := gw.Start(); err != nil {
 		t.Fatal(err)
 	}

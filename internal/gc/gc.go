@@ -42,6 +42,8 @@ type Report struct {
 	SizeAfter    int64 `json:"sizeAfter"`    // bytes of NARs still named by narinfos
 	Failures     int   `json:"failures"`
 	DryRun       bool  `json:"dryRun"`
+	// Error is why the run stopped early, if it did (set by whoever runs it; Run returns it).
+	Error string `json:"error,omitempty"`
 }
 
 type path struct {
@@ -174,6 +176,7 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 	// Staged uploads of a process that died are never committed.
 	if !p.DryRun {
 		if _, err := c.CleanStaging(ctx, p.Grace+time.Hour); err != nil {
+			rep.Failures++
 			fmt.Fprintf(out, "error cleaning staged uploads: %v\n", err)
 		}
 	}

@@ -81,6 +81,7 @@ func (s *Server) postGC(w http.ResponseWriter, r *http.Request) {
 	out := &flushWriter{w: w}
 	rep, err := gc.Run(r.Context(), s.cache, s.cfg.Index, p, out)
 	if err != nil {
+		rep.Error = err.Error()
 		fmt.Fprintf(out, "error: %v\n", err)
 	}
 	b, _ := json.Marshal(rep)
