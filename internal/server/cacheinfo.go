@@ -17,7 +17,7 @@ func (s *Server) getCacheInfo(w http.ResponseWriter, r *http.Request) {
 	body := s.cacheInfo()
 	w.Header().Set("Content-Type", "text/x-nix-cache-info")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Header().Set("Cache-Control", s.hdr.cacheInfo)
 	io.WriteString(w, body)
 }
 

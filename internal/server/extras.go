@@ -34,7 +34,7 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not a derivation basename", drv)})
 		return
 	}
-	s.serveObject(w, r, "log/"+drv, "text/plain; charset=utf-8", "public, max-age=86400", "")
+	s.serveObject(w, r, "log/"+drv, "text/plain; charset=utf-8", s.hdr.dayCache, "")
 }
 
 func (s *Server) putLog(w http.ResponseWriter, r *http.Request) {
@@ -52,7 +52,7 @@ func (s *Server) getRealisation(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not sha256:<hex>!<output>.doi", id)})
 		return
 	}
-	s.serveObject(w, r, "realisations/"+id, "application/json", "public, max-age=86400", "")
+	s.serveObject(w, r, "realisations/"+id, "application/json", s.hdr.dayCache, "")
 }
 
 func (s *Server) putRealisation(w http.ResponseWriter, r *http.Request) {
@@ -79,7 +79,7 @@ func (s *Server) getBuildTrace(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.serveObject(w, r, name, "application/json", "public, max-age=86400", "")
+	s.serveObject(w, r, name, "application/json", s.hdr.dayCache, "")
 }
 
 func (s *Server) putBuildTrace(w http.ResponseWriter, r *http.Request) {
@@ -97,7 +97,7 @@ func (s *Server) getDebugInfo(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not a build id", id)})
 		return
 	}
-	s.serveObject(w, r, "debuginfo/"+id, "application/json", "public, max-age=86400", "")
+	s.serveObject(w, r, "debuginfo/"+id, "application/json", s.hdr.dayCache, "")
 }
 
 func (s *Server) putDebugInfo(w http.ResponseWriter, r *http.Request) {

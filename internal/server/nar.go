@@ -15,33 +15,50 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &cache.InputError{Field: "path", Err: err})
 		return
 	}
-	// A NAR uploaded in one compression and stored in another. nix HEADs it before uploading,
-	// and need not send it again. A GET comes only from a client that kept the narinfo it
-	// uploaded (nix caches it on the uploading machine): it gets the NAR in the compression it
-	// expects, recompressed on the fly, without Range (the bytes differ from the upload; the
-	// NarHash it checks does not).
-	if ok, err := s.cache.HasNar(r.Context(), name); err == nil && !ok {
-		if _, ok := s.cache.UploadStored(r.Context(), name); ok {
-			h := w.Header()
-			h.Set("Content-Type", "application/x-nix-nar")
-			h.Set("Cache-Control", "no-cache")
-			if r.Method == http.MethodHead {
-				w.WriteHeader(http.StatusOK)
-				return
-			}
-			if rc, err := s.cache.OpenUploaded(r.Context(), name); err == nil {
-				defer rc.Close()
-				w.WriteHeader(http.StatusOK)
-				io.Copy(w, rc)
-				return
-			}
-		}
-	}
 	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
 	// download (Range) sees the same one.
-	if s.serveObject(w, r, name, "application/x-nix-nar", "public, max-age=31536000, immutable", `"`+nn.FileHash+`"`) && r.Method == http.MethodGet {
+	found := s.serveObjectOr(w, r, name, "application/x-nix-nar", s.hdr.narCache, `"`+nn.FileHash+`"`, func() bool {
+		return s.serveUploadedName(w, r, name)
+	})
+	if found && r.Method == http.MethodGet {
 		s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
 	}
+}
+
+// serveUploadedName answers for a NAR uploaded in one compression and stored in another. nix
+// HEADs it before uploading, and need not send it again. A GET comes only from a client that kept
+// the narinfo it uploaded (nix caches it on the uploading machine): it gets the NAR in the
+// compression it expects, recompressed on the fly, without Range (the bytes differ from the
+// upload; the NarHash it checks does not). It reports false, having written nothing, when name is
+// no such upload.
+func (s *Server) serveUploadedName(w http.ResponseWriter, r *http.Request, name string) bool {
+	if _, ok := s.cache.UploadStored(r.Context(), name); !ok {
+		return false
+	}
+	if r.Method == http.MethodHead {
+		s.uploadedNameHeaders(w)
+		w.WriteHeader(http.StatusOK)
+		return true
+	}
+	rc, err := s.cache.OpenUploaded(r.Context(), name)
+	if err != nil {
+		return false
+	}
+	defer rc.Close()
+	s.uploadedNameHeaders(w)
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, rc); err != nil {
+		// Headers are gone: only a broken connection tells the client that the body is short.
+		s.log.Warn("recompressing a NAR for its uploaded name failed", "nar", name, "req_id", requestID(r), "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return true
+}
+
+func (s *Server) uploadedNameHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "application/x-nix-nar")
+	h.Set("Cache-Control", "no-cache")
 }
 
 // serveObject sends a stored object with Content-Length, Range and conditional requests handled
@@ -49,9 +66,18 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 // (sendfile). No Content-Encoding is ever set: the client decompresses per the narinfo.
 // It reports whether the object was found.
 func (s *Server) serveObject(w http.ResponseWriter, r *http.Request, name, contentType, cacheControl, etag string) bool {
+	return s.serveObjectOr(w, r, name, contentType, cacheControl, etag, nil)
+}
+
+// serveObjectOr is serveObject that, when the object is missing, first asks orElse (if not nil)
+// to answer, and writes the 404 only if orElse reports false.
+func (s *Server) serveObjectOr(w http.ResponseWriter, r *http.Request, name, contentType, cacheControl, etag string, orElse func() bool) bool {
 	obj, err := s.cache.Open(r.Context(), name)
 	if err == cache.ErrNotFound {
-		notFound(w)
+		if orElse != nil && orElse() {
+			return true
+		}
+		s.notFound(w)
 		return false
 	}
 	if err != nil {

@@ -21,7 +21,7 @@ func (s *Server) getTopLevel(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not a store path hash", hash)})
 			return
 		}
-		s.serveObject(w, r, hash+".ls", "application/json", "public, max-age=86400", "")
+		s.serveObject(w, r, hash+".ls", "application/json", s.hdr.dayCache, "")
 		return
 	}
 	http.Error(w, "not found", http.StatusNotFound)
@@ -37,7 +37,7 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 	h := w.Header()
 	text, err := s.cache.NarInfo(hash)
 	if err == cache.ErrNotFound {
-		notFound(w)
+		s.notFound(w)
 		return
 	}
 	if err != nil {
@@ -47,16 +47,16 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 	s.cache.Touch(hash)
 	h["Content-Type"] = hdrNarInfo
 	h["Content-Length"] = []string{strconv.Itoa(len(text))}
-	h["Cache-Control"] = hdrLongCache
+	h["Cache-Control"] = s.hdr.narInfoCache
 	w.Write(text)
 }
 
 // notFound is the cheap, common answer to a substituter asking for a path we lack. It is cached
 // only briefly: the path may be uploaded soon.
-func notFound(w http.ResponseWriter) {
+func (s *Server) notFound(w http.ResponseWriter) {
 	h := w.Header()
 	h["Content-Type"] = hdrTextPlain
-	h["Cache-Control"] = hdrShortCache
+	h["Cache-Control"] = s.hdr.notFoundCache
 	h["Content-Length"] = hdrNotFoundLen
 	w.WriteHeader(http.StatusNotFound)
 	w.Write(notFoundBody)
@@ -66,12 +66,34 @@ func notFound(w http.ResponseWriter) {
 // assigning a ready slice saves an allocation per header per request.
 var (
 	hdrTextPlain   = []string{"text/plain; charset=utf-8"}
-	hdrShortCache  = []string{"public, max-age=60"}
 	hdrNotFoundLen = []string{"10"}
 	hdrNarInfo     = []string{"text/x-nix-narinfo"}
-	hdrLongCache   = []string{"public, max-age=86400"}
 	notFoundBody   = []byte("not found\n")
 )
+
+// cacheHeaders are the Cache-Control values of what the server serves. A private cache's
+// answers depend on the reader's token: shared caches (proxies, CDNs) must not keep them.
+type cacheHeaders struct {
+	narInfoCache  []string // a narinfo never changes once committed, but may be collected
+	notFoundCache []string // a missing path may be uploaded soon
+	narCache      string   // a NAR is named by its hash: immutable
+	dayCache      string   // listings, logs, realisations
+	cacheInfo     string
+}
+
+func newCacheHeaders(private bool) cacheHeaders {
+	scope := "public"
+	if private {
+		scope = "private"
+	}
+	return cacheHeaders{
+		narInfoCache:  []string{scope + ", max-age=3600"},
+		notFoundCache: []string{scope + ", max-age=60"},
+		narCache:      scope + ", max-age=31536000, immutable",
+		dayCache:      scope + ", max-age=86400",
+		cacheInfo:     scope + ", max-age=300",
+	}
+}
 
 // putTopLevel accepts /<hash>.narinfo and /<hash>.ls.
 func (s *Server) putTopLevel(w http.ResponseWriter, r *http.Request) {

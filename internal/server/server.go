@@ -57,6 +57,7 @@ type Server struct {
 	tokens *auth.Store
 	router chi.Router
 	obs    *observability // metrics and store counts (metrics.go)
+	hdr    cacheHeaders
 
 	gcRunning sync.Mutex // one garbage collection at a time
 }
@@ -76,7 +77,7 @@ func New(cfg Config) *Server {
 	for _, t := range cfg.UploadTokens {
 		tokens.AddFixed(t, auth.ScopeWrite)
 	}
-	s := &Server{cfg: cfg, cache: cfg.Cache, log: cfg.Log, tokens: tokens}
+	s := &Server{cfg: cfg, cache: cfg.Cache, log: cfg.Log, tokens: tokens, hdr: newCacheHeaders(cfg.Private)}
 	s.obs = newObservability(cfg.Cache)
 	r := chi.NewRouter()
 	// GetHead answers HEAD with the GET handler; net/http drops the body.
