@@ -220,14 +220,17 @@ func TestGCDuringUploads(t *testing.T) {
 		}
 	}()
 	var wg sync.WaitGroup
-	errs := make(chan error, len(g.tops))
+	var mu sync.Mutex
+	failed := map[string]error{}
 	for _, top := range g.tops {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			// One client each, as on separate CI machines.
 			if _, err := newNixClient(t, hostOf(srv.URL), srv.Token).try("nix", "copy", "--to", srv.URL, top); err != nil {
-				errs <- fmt.Errorf("nix copy %s: %w", top, err)
+				mu.Lock()
+				failed[top] = err
+				mu.Unlock()
 			}
 		}()
 	}
@@ -236,20 +239,26 @@ func TestGCDuringUploads(t *testing.T) {
 	for _, o := range <-gcDone {
 		t.Errorf("gc during uploads: %s", o)
 	}
-	close(errs)
-	failed := map[string]bool{}
-	for err := range errs {
-		// A copy may lose a race with a collection (a narinfo whose reference was collected in
-		// between is refused); it must then succeed when retried, as nix users would.
-		t.Logf("%v (retrying)", err)
-		failed[err.Error()] = true
-	}
+	// Every copy that succeeded substitutes completely, as it is, with nothing pushed again.
 	for _, top := range g.tops {
-		if len(failed) > 0 {
-			n.run("nix", "copy", "--to", srv.URL, top)
+		if failed[top] != nil {
+			continue
 		}
 		if err := substitutes(t, n, srv, top); err != nil {
-			t.Errorf("%s does not substitute after uploads raced collections: %v", top, err)
+			t.Errorf("%s was uploaded while gc ran but does not substitute: %v", top, err)
 		}
+	}
+	// A copy may lose a race with a collection this aggressive (a dependency it found present
+	// was collected before its dependent's narinfo arrived, which is then refused with 400):
+	// it failed loudly, and succeeds when run again.
+	for top, err := range failed {
+		t.Logf("nix copy %s failed while gc ran (retrying): %v", top, err)
+		n.run("nix", "copy", "--to", srv.URL, top)
+		if err := substitutes(t, n, srv, top); err != nil {
+			t.Errorf("%s does not substitute after a retried upload: %v", top, err)
+		}
+	}
+	if len(failed) > len(g.tops)/2 {
+		t.Errorf("%d of %d uploads failed while gc ran", len(failed), len(g.tops))
 	}
 }
