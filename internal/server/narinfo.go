@@ -45,10 +45,29 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 		return
 	}
 	s.cache.Touch(hash)
+	etag := narInfoETag(text)
 	h["Content-Type"] = hdrNarInfo
-	h["Content-Length"] = []string{strconv.Itoa(len(text))}
 	h["Cache-Control"] = s.hdr.narInfoCache
+	h["Etag"] = []string{etag}
+	if inm := r.Header["If-None-Match"]; len(inm) == 1 && inm[0] == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(text))}
 	w.Write(text)
+}
+
+// narInfoETag is a strong validator of a served narinfo: a hash of its text (which changes only
+// if the path is collected and pushed again, signed differently).
+func narInfoETag(text []byte) string {
+	h := uint64(14695981039346656037) // FNV-1a, inline: hash/fnv's constructor allocates
+	for _, c := range text {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	var b [16]byte
+	b[0] = '"'
+	out := strconv.AppendUint(b[:1], h, 36)
+	return string(append(out, '"'))
 }
 
 // notFound is the cheap, common answer to a substituter asking for a path we lack. It is cached
