@@ -9,10 +9,10 @@ import (
 	"testing"
 )
 
-// upstreamDir holds narinfos served by cache.nixos.org; nixDir holds narinfos Nix 2.8 wrote
+// upstreamDir holds narinfos served by cache.nixos.org (copied from shared/testdata); nixDir holds narinfos Nix 2.8 wrote
 // (see testdata/nix-2.8/README.md). Neither was written by this package.
 const (
-	upstreamDir = "../../../shared/testdata/cache.nixos.org"
+	upstreamDir = "testdata/cache.nixos.org"
 	nixDir      = "testdata/nix-2.8"
 )
 

@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	upstreamDir = "../../../shared/testdata/cache.nixos.org"
+	upstreamDir = "testdata/cache.nixos.org"
 	upstreamKey = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="
 	nixDir      = "testdata/nix-2.8"
 )
