@@ -76,13 +76,22 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	defer st.close()
 
 	// The index is marked dirty while a server runs. Finding it dirty means the last one died
-	// without closing it: narinfos it committed may be missing from the index, so rebuild.
+	// without closing it: narinfos it committed may be missing from the index, so rebuild. A
+	// fresh index may sit on a backend that nix (or another replica) filled: index it first.
 	dirty, err := st.index.Dirty()
 	if err != nil {
 		return err
 	}
-	if dirty {
-		log.Warn("index was not closed cleanly; reindexing from the backend", "backend", st.backendDesc)
+	fresh, err := st.index.Fresh()
+	if err != nil {
+		return err
+	}
+	if dirty || fresh {
+		if dirty {
+			log.Warn("index was not closed cleanly; reindexing from the backend", "backend", st.backendDesc)
+		} else {
+			log.Info("new index; indexing what the backend holds", "backend", st.backendDesc)
+		}
 		stats, err := st.cache.Reindex(ctx, false, nil)
 		if err != nil {
 			return err

@@ -254,21 +254,31 @@ func (ix *Index) PutAlias(uploaded string, a AliasRecord) error {
 // Dirty reports whether the index was left open by a process that did not close it cleanly,
 // so writes to the backend may have happened that the index missed.
 func (ix *Index) Dirty() (bool, error) {
-	_, err := ix.get(keyDirty)
+	v, err := ix.get(keyDirty)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
-	return err == nil, err
+	return err == nil && len(v) == 1 && v[0] == 1, err
 }
 
-// SetDirty marks (true) or clears (false) the dirty flag.
+// Fresh reports whether no server has ever run on this index (it was just created, or deleted
+// and created again): the backend may hold narinfos it has never seen.
+func (ix *Index) Fresh() (bool, error) {
+	_, err := ix.get(keyDirty)
+	if errors.Is(err, ErrNotFound) {
+		return true, nil
+	}
+	return false, err
+}
+
+// SetDirty marks (true) or clears (false) the dirty flag. Either way the index is no longer
+// Fresh.
 func (ix *Index) SetDirty(dirty bool) error {
-	return ix.db.Update(func(txn *badger.Txn) error {
-		if dirty {
-			return txn.Set([]byte(keyDirty), []byte{1})
-		}
-		return txn.Delete([]byte(keyDirty))
-	})
+	v := []byte{0}
+	if dirty {
+		v[0] = 1
+	}
+	return ix.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(keyDirty), v) })
 }
 
 // Clear drops every narinfo and NAR record (before a full reindex).
