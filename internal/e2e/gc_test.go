@@ -189,76 +189,92 @@ func TestGCPolicies(t *testing.T) {
 	}
 }
 
-// TestGCDuringUploads runs collections in a loop while 16 nix copy processes upload closures
-// that overlap (all share one dependency) and old, unreferenced paths are being collected;
-// afterwards every uploaded closure substitutes completely.
+// TestGCDuringUploads runs collections back to back while 16 nix copy processes upload closures
+// that overlap (all share one dependency) and old, unreferenced paths are being collected. The
+// policy collects anything not asked for in the last second, except what was uploaded in the
+// last keepSince: an upload racing gc must then never fail, and afterwards every uploaded
+// closure substitutes completely, with nothing pushed again, while the old paths are gone.
 func TestGCDuringUploads(t *testing.T) {
 	requireNix(t)
+	const keepSince = 15 * time.Second // longer than the copies take
 	srv := startServer(t, t.TempDir())
 	n := newNixClient(t, hostOf(srv.URL), srv.Token)
 	old := buildGraph(t, n, 3, 32<<10)
 	n.run(append([]string{"nix", "copy", "--to", srv.URL}, old.tops...)...)
 	g := buildGraph(t, n, 16, 256<<10)
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(keepSince + time.Second) // the old graph is now past keep-since
 
 	stop := make(chan struct{})
-	gcDone := make(chan []string)
+	type gcResult struct {
+		runs     int
+		failures []string
+	}
+	gcDone := make(chan gcResult)
 	go func() {
-		var outs []string
-		for i := 0; ; i++ {
+		var res gcResult
+		for ; ; res.runs++ {
 			select {
 			case <-stop:
-				gcDone <- outs
+				gcDone <- res
 				return
 			default:
 			}
-			// Collect whatever was not accessed in the last second, with the default grace.
-			out, err := cachedAdmin(t, srv, "gc", "--older-than", "1s")
+			out, err := cachedAdmin(t, srv, "gc", "--older-than", "1s", "--keep-since", keepSince.String())
 			if err != nil {
-				outs = append(outs, fmt.Sprintf("run %d failed: %v\n%s", i, err, out))
+				res.failures = append(res.failures, fmt.Sprintf("run %d failed: %v\n%s", res.runs, err, out))
 			}
 		}
 	}()
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	failed := map[string]error{}
+	errs := make(chan error, len(g.tops))
 	for _, top := range g.tops {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			// One client each, as on separate CI machines.
 			if _, err := newNixClient(t, hostOf(srv.URL), srv.Token).try("nix", "copy", "--to", srv.URL, top); err != nil {
-				mu.Lock()
-				failed[top] = err
-				mu.Unlock()
+				errs <- fmt.Errorf("nix copy %s while gc ran: %w", top, err)
 			}
 		}()
 	}
 	wg.Wait()
 	close(stop)
-	for _, o := range <-gcDone {
-		t.Errorf("gc during uploads: %s", o)
+	res := <-gcDone
+	for _, f := range res.failures {
+		t.Errorf("gc during uploads: %s", f)
 	}
-	// Every copy that succeeded substitutes completely, as it is, with nothing pushed again.
-	for _, top := range g.tops {
-		if failed[top] != nil {
+	close(errs)
+	for err := range errs {
+		// Nix 2.8 fails a copy with "coroutine has finished" when a path it is about to upload
+		// becomes valid in the cache meanwhile (another copy uploaded the shared dependency
+		// first): it then drains the NAR source and trips over its own coroutine. It happens
+		// without gc as well, and the server refused nothing (checked below). Run it again.
+		if !strings.Contains(err.Error(), "coroutine has finished") {
+			t.Error(err)
 			continue
 		}
+		top := strings.Fields(strings.TrimPrefix(err.Error(), "nix copy "))[0]
+		t.Logf("Nix 2.8 client race, copying again: %s", top)
+		n.run("nix", "copy", "--to", srv.URL, top)
+	}
+	// Whatever happened, the server refused no upload: an upload racing gc is never turned away.
+	for _, line := range strings.Split(srv.stderr.String(), "\n") {
+		if strings.Contains(line, "method=PUT") && !strings.Contains(line, "status=200") {
+			t.Errorf("an upload was refused while gc ran: %s", line)
+		}
+	}
+	if res.runs < 2 {
+		t.Errorf("only %d gc runs while the uploads ran: nothing raced", res.runs)
+	}
+	for _, p := range append(old.tops, old.shared) {
+		if stored(srv, p) == http.StatusOK {
+			t.Errorf("old path %s survived %d collections", p, res.runs)
+		}
+	}
+	for _, top := range g.tops {
 		if err := substitutes(t, n, srv, top); err != nil {
 			t.Errorf("%s was uploaded while gc ran but does not substitute: %v", top, err)
 		}
 	}
-	// A copy may lose a race with a collection this aggressive (a dependency it found present
-	// was collected before its dependent's narinfo arrived, which is then refused with 400):
-	// it failed loudly, and succeeds when run again.
-	for top, err := range failed {
-		t.Logf("nix copy %s failed while gc ran (retrying): %v", top, err)
-		n.run("nix", "copy", "--to", srv.URL, top)
-		if err := substitutes(t, n, srv, top); err != nil {
-			t.Errorf("%s does not substitute after a retried upload: %v", top, err)
-		}
-	}
-	if len(failed) > len(g.tops)/2 {
-		t.Errorf("%d of %d uploads failed while gc ran", len(failed), len(g.tops))
-	}
+	t.Logf("%d gc runs raced 16 uploads", res.runs)
 }
