@@ -356,18 +356,9 @@ func measure(readers, count int, pick func(*mrand.Rand) (string, bool), ix *inde
 }
 
 // loadBatch loads everything with one badger.WriteBatch into a database opened with the options
-// of index.Open (copied here: keep them in step with internal/index/index.go).
+// of index.Open.
 func loadBatch(dir string, hashes []string, texts [][]byte) (*batch, error) {
-	opts := badger.DefaultOptions(dir).
-		WithLogger(nil).
-		WithMemTableSize(16 << 20).
-		WithNumMemtables(2).
-		WithBlockCacheSize(32 << 20).
-		WithIndexCacheSize(16 << 20).
-		WithValueLogFileSize(64 << 20).
-		WithValueThreshold(4 << 10).
-		WithNumCompactors(2).
-		WithCompactL0OnClose(true)
+	opts := index.BadgerOptions(dir)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dir, err)

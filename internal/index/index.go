@@ -40,11 +40,21 @@ type Index struct {
 	memo *memo
 }
 
-// Open opens (creating if needed) the index in dir. Badger's memory knobs are set well below its
-// defaults: the index holds small values, and a cache server should stay small in RSS.
+// Open opens (creating if needed) the index in dir.
 func Open(dir string, log *slog.Logger) (*Index, error) {
-	opts := badger.DefaultOptions(dir).
-		WithLogger(badgerLogger{log}).
+	db, err := badger.Open(BadgerOptions(dir).WithLogger(badgerLogger{log}))
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	return &Index{db: db, memo: newMemo()}, nil
+}
+
+// BadgerOptions are the options the index opens its database in dir with (exported for
+// bench/indexscale). Badger's memory knobs are set well below its defaults: the index holds
+// small values, and a cache server should stay small in RSS.
+func BadgerOptions(dir string) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(nil).
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(2).
 		WithBlockCacheSize(32 << 20).
@@ -53,11 +63,6 @@ func Open(dir string, log *slog.Logger) (*Index, error) {
 		WithValueThreshold(4 << 10).
 		WithNumCompactors(2).
 		WithCompactL0OnClose(true)
-	db, err := badger.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("open index %s: %w", dir, err)
-	}
-	return &Index{db: db, memo: newMemo()}, nil
 }
 
 // Close flushes and closes the database.
