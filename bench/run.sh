@@ -17,7 +17,6 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(dirname "$BENCH_DIR")
 OUT=${BENCH_OUT:-$BENCH_DIR/out}
 SMALL=${BENCH_SMALL:-0}
 if [ "$SMALL" = 1 ]; then
@@ -45,69 +44,12 @@ KEEP=${BENCH_KEEP:-0}
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$OUT/work-$TS
-BIN=$OUT/bin
-# cached is built under a name without "cached" in it, and its data directory too, so that other
-# jobs on the machine cleaning up their own servers with `pkill cached` or `killall cached` do
-# not stop ours mid-run (it happened).
-SERVER=$BIN/nixcache-bench
-
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-	log "ERROR: $*"
-	exit 1
-}
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
-
-# ---------------------------------------------------------------------------------------------
-# Processes: every one we start is recorded and stopped on exit.
-PIDS=()
-cleanup() {
-	local rc=$?
-	set +e
-	for pid in "${PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null
-	done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 1 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null
-	done
-	if [ "$KEEP" != 1 ] && [ -d "$WORK" ]; then
-		chmod -R u+w "$WORK" 2>/dev/null
-		rm -rf "$WORK"
-	elif [ -d "$WORK" ]; then
-		log "work directory kept: $WORK"
-	fi
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-stop_pid() { # pid: SIGTERM, wait (bounded), then SIGKILL
-	local pid=$1
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for _ in $(seq 1 900); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	local kept=()
-	for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
-	PIDS=("${kept[@]}")
-}
+LOG_TAG=bench
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # a. Tools and binaries.
-apt_install() { # package...
-	log "installing $* with apt-get"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq >/dev/null || true
-	apt-get install -y -qq "$@" >/dev/null
-}
 missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
@@ -117,25 +59,9 @@ if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || die "nginx not found after installing it"
 
-mkdir -p "$OUT" "$BIN" "$WORK"
-export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod"
-log "building cached and the bench client"
-(cd "$REPO" && go build -o "$SERVER" ./cmd/cached && go build -o "$BIN/client" ./bench/client)
-CLIENT=$BIN/client
-
-# nix without a daemon, as internal/e2e drives it.
-NETRC=$WORK/netrc
-: >"$NETRC"
-chmod 600 "$NETRC"
-export NIX_CONFIG="experimental-features = nix-command
-build-users-group =
-sandbox = false
-substituters =
-netrc-file = $NETRC
-narinfo-cache-negative-ttl = 0
-narinfo-cache-positive-ttl = 0
-connect-timeout = 10"
-export NIX_USER_CACHE_DIR=$WORK/nix-user-cache
+mkdir -p "$OUT" "$WORK"
+build_bins
+nix_env
 
 # ---------------------------------------------------------------------------------------------
 # b. Corpus: real file trees added with nix-store --add, a chain of /bin/sh derivations with

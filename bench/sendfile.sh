@@ -9,66 +9,22 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(dirname "$BENCH_DIR")
 OUT=${BENCH_OUT:-$BENCH_DIR/out}
 KEEP=${BENCH_KEEP:-0}
 WORK=$OUT/sendfile-$(date -u +%Y%m%dT%H%M%SZ)
-BIN=$OUT/bin
-# cached is built under a name without "cached" in it, and its data directory too, so that other
-# jobs on the machine cleaning up their own servers with `pkill cached` or `killall cached` do
-# not stop ours mid-run (it happened).
-SERVER=$BIN/nixcache-bench
-
-log() { printf '[sendfile %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-	log "ERROR: $*"
-	exit 2
-}
-
-PIDS=()
-cleanup() {
-	local rc=$?
-	set +e
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 1 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null
-	done
-	if [ "$KEEP" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+LOG_TAG=sendfile
+DIE_CODE=2
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 missing=()
 command -v strace >/dev/null || missing+=(strace)
 command -v nix >/dev/null || missing+=(nix-bin)
-if [ ${#missing[@]} -gt 0 ]; then
-	log "installing ${missing[*]} with apt-get"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq >/dev/null || true
-	apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
-mkdir -p "$WORK" "$BIN"
-export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod"
-(cd "$REPO" && go build -o "$SERVER" ./cmd/cached && go build -o "$BIN/client" ./bench/client)
-
-NETRC=$WORK/netrc
-: >"$NETRC"
-chmod 600 "$NETRC"
-export NIX_CONFIG="experimental-features = nix-command
-build-users-group =
-sandbox = false
-substituters =
-netrc-file = $NETRC
-narinfo-cache-negative-ttl = 0
-narinfo-cache-positive-ttl = 0
-connect-timeout = 10"
-export NIX_USER_CACHE_DIR=$WORK/nix-user-cache
+mkdir -p "$WORK"
+build_bins
+nix_env
 
 DATA=$WORK/srv-data
 URL=
@@ -113,12 +69,12 @@ PIDS=("$cached_pid" "${PIDS[@]}") # SIGTERM to strace would detach and leave cac
 
 hash=$(basename "$STORE_PATH" | cut -c1-32)
 printf '%s\n' "$hash" >"$WORK/hashes"
-"$BIN/client" narinfos -base "$URL" -hashes "$WORK/hashes" -out "$WORK/nars.tsv" >/dev/null
+"$CLIENT" narinfos -base "$URL" -hashes "$WORK/hashes" -out "$WORK/nars.tsv" >/dev/null
 nar_url=$(cut -f2 "$WORK/nars.tsv")
 nar_size=$(cut -f3 "$WORK/nars.tsv")
 log "downloading $nar_url ($nar_size bytes) from cached under strace"
 lines_before=$(wc -l <"$TRACE")
-"$BIN/client" get -url "$URL/$nar_url" >"$WORK/get.json"
+"$CLIENT" get -url "$URL/$nar_url" >"$WORK/get.json"
 stop "$cached_pid"
 for _ in $(seq 1 100); do
 	kill -0 "$strace_pid" 2>/dev/null || break

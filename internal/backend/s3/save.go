@@ -175,17 +175,31 @@ func (b *Backend) saveMultipart(ctx context.Context, name, key string, rd io.Rea
 }
 
 // abort drops a failed upload's parts. It runs even when ctx is cancelled (that is often why
-// the upload failed); if it fails too, the sweeper removes the parts later.
+// the upload failed); if it fails too, the sweeper removes the parts later. A part whose request
+// was cut off may still land after the abort (S3 documents this: "it might be necessary to abort
+// a given multipart upload multiple times"), so the abort is repeated until the upload is gone.
 func (b *Backend) abort(ctx context.Context, name, key string, uploadID *string) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
 	defer cancel()
-	_, err := b.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-		Bucket:   &b.bucket,
-		Key:      &key,
-		UploadId: uploadID,
-	})
-	if err != nil {
-		b.log.Warn("s3 abort multipart upload failed; the sweeper will retry", "name", name, "uploadId", aws.ToString(uploadID), "err", err)
+	for attempt := 1; ; attempt++ {
+		_, err := b.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+			Bucket:   &b.bucket,
+			Key:      &key,
+			UploadId: uploadID,
+		})
+		if err != nil && !isNoSuchUpload(err) {
+			b.log.Warn("s3 abort multipart upload failed; the sweeper will retry", "name", name, "uploadId", aws.ToString(uploadID), "err", err)
+			return
+		}
+		if attempt == 5 {
+			return
+		}
+		// Gone for good once listing its parts says there is no such upload.
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+		_, err = b.client.ListParts(actx, &s3.ListPartsInput{Bucket: &b.bucket, Key: &key, UploadId: uploadID, MaxParts: aws.Int32(1)})
+		if isNoSuchUpload(err) || (err != nil && !isNoSuchUpload(err) && actx.Err() != nil) {
+			return
+		}
 	}
 }
 
