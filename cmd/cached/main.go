@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -37,14 +38,14 @@ func (b *byteSize) UnmarshalText(text []byte) error {
 	return nil
 }
 
-func newLogger(level, format string) *slog.Logger {
+func newLogger(level, format string, w io.Writer) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(strings.ToUpper(level)))
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func main() {
@@ -55,9 +56,13 @@ func main() {
 		kong.DefaultEnvars("CACHED"),
 		kong.UsageOnError(),
 	)
-	log := newLogger(c.LogLevel, c.LogFormat)
+	buf := newLogBuffer(os.Stderr)
+	log := newLogger(c.LogLevel, c.LogFormat, buf)
+	log = slog.New(flushOnWarn{log.Handler(), buf})
 	slog.SetDefault(log)
-	if err := ctx.Run(log); err != nil {
+	err := ctx.Run(log)
+	buf.Close()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "cached:", err)
 		os.Exit(1)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	neturl "net/url"
 	"os"
 	"os/signal"
@@ -41,6 +42,7 @@ type serveCmd struct {
 	TLSKey            string        `help:"Private key (PEM) for --tls-cert." type:"path" name:"tls-key"`
 	AccessLog         string        `help:"Which requests get a log line: all, errors (writes and failures; successful reads only with --log-level debug) or none (server errors only)." default:"all" enum:"all,errors,none"`
 	Private           bool          `help:"Require a token with read scope for every read (nix sends its netrc credentials on reads too)."`
+	PprofListen       string        `help:"Serve Go's profiling endpoints (/debug/pprof/) on this separate address, e.g. 127.0.0.1:6060; off when empty. Never expose it publicly." placeholder:"ADDR"`
 }
 
 func (c *serveCmd) Run(log *slog.Logger) error {
@@ -176,6 +178,21 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", filepath.Join(c.Data, "admin-token"))
 	}
 	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKey", st.key.Public().String())
+
+	if c.PprofListen != "" {
+		pln, err := net.Listen("tcp", c.PprofListen)
+		if err != nil {
+			return fmt.Errorf("--pprof-listen %s: %w", c.PprofListen, err)
+		}
+		defer pln.Close()
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(pln)
+		log.Warn("profiling endpoints enabled", "addr", pln.Addr().String())
+	}
 
 	errCh := make(chan error, 1)
 	go func() {
