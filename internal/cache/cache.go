@@ -269,20 +269,7 @@ func (c *Cache) hasReference(ctx context.Context, hash string) (bool, error) {
 	if ok || err != nil || !c.opts.ReadThrough {
 		return ok, err
 	}
-	fi, err := c.backend.Stat(ctx, hash+".narinfo")
-	if errors.Is(err, backend.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if err := c.indexFromBackend(ctx, hash, fi.ModTime); err != nil {
-		if errors.Is(err, backend.ErrNotExist) {
-			return false, nil
-		}
-		return false, err
-	}
-	return true, nil
+	return c.indexIfInBackend(ctx, hash)
 }
 
 // sign adds the server's signature, replacing an earlier one by the same key name and keeping the

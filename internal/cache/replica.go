@@ -48,22 +48,33 @@ func (c *Cache) readThrough(ctx context.Context, hash string) error {
 	if c.negative.fresh(hash, c.opts.NegativeTTL) {
 		return ErrNotFound
 	}
-	fi, err := c.backend.Stat(ctx, hash+".narinfo")
-	if errors.Is(err, backend.ErrNotExist) {
-		c.negative.add(hash)
-		return ErrNotFound
-	}
+	found, err := c.indexIfInBackend(ctx, hash)
 	if err != nil {
 		return err
 	}
-	if err := c.indexFromBackend(ctx, hash, fi.ModTime); err != nil {
-		if errors.Is(err, backend.ErrNotExist) {
-			c.negative.add(hash)
-			return ErrNotFound
-		}
-		return err
+	if !found {
+		c.negative.add(hash)
+		return ErrNotFound
 	}
 	return nil
+}
+
+// indexIfInBackend indexes the narinfo of hash if the backend has it, and reports whether it did.
+func (c *Cache) indexIfInBackend(ctx context.Context, hash string) (bool, error) {
+	fi, err := c.backend.Stat(ctx, hash+".narinfo")
+	if errors.Is(err, backend.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := c.indexFromBackend(ctx, hash, fi.ModTime); err != nil {
+		if errors.Is(err, backend.ErrNotExist) {
+			return false, nil // removed in between
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // RunSync brings the index in line with the backend every interval (new narinfos are read,
