@@ -16,6 +16,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
+// partDrainTimeout bounds how long a cancelled upload waits for its parts in flight.
+const partDrainTimeout = 30 * time.Second
+
 // abortTimeout bounds the clean-up of a failed upload, which runs even when the caller's ctx
 // is already cancelled.
 const abortTimeout = time.Minute
@@ -80,9 +83,15 @@ func (b *Backend) saveMultipart(ctx context.Context, name, key string, rd io.Rea
 		}
 	}()
 
-	// A part failure cancels uctx, which stops the reading loop and the other parts.
-	uctx, cancel := context.WithCancelCause(ctx)
+	// A part failure cancels uctx, which stops the reading loop and the other parts. The
+	// caller's ctx only stops the reading: parts already in flight are let finish (for at most
+	// partDrainTimeout), so that none can land after the abort and bring the upload back.
+	uctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
+	stopDrain := context.AfterFunc(ctx, func() {
+		time.AfterFunc(partDrainTimeout, func() { cancel(context.Cause(ctx)) })
+	})
+	defer stopDrain()
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -126,8 +135,9 @@ func (b *Backend) saveMultipart(ctx context.Context, name, key string, rd io.Rea
 		select {
 		case buf = <-bufs:
 		case <-uctx.Done():
+		case <-ctx.Done():
 		}
-		if uctx.Err() != nil {
+		if uctx.Err() != nil || ctx.Err() != nil {
 			break
 		}
 		if buf == nil {
