@@ -236,18 +236,6 @@ func TestS3ServesNixBucket(t *testing.T) {
 	substituteFresh(t, n, srv.URL, pk, c2)
 }
 
-// closedAddr is a 127.0.0.1 address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // blackHole accepts connections and never answers them.
 func blackHole(t *testing.T) string {
 	t.Helper()
@@ -292,7 +280,7 @@ func TestS3StartupErrors(t *testing.T) {
 			"--s3-region", gw.Region, "--s3-path-style", "--s3-access-key", access, "--s3-secret-key", secret,
 			"--secret-key-file", filepath.Join(shared, "secret-key"), "--upload-token-file", filepath.Join(shared, "tokens")}
 	}
-	unreachable := "http://" + closedAddr(t)
+	unreachable := "http://" + backendtest.ClosedAddr(t)
 	silent := "http://" + blackHole(t)
 	for _, tc := range []struct {
 		name  string

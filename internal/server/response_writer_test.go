@@ -70,10 +70,12 @@ func TestGetNarToRecorderWithoutReadFrom(t *testing.T) {
 	narPath, file := "/"+ni.URL, tc.checkServedNar(t, ni, u.NAR).Body
 
 	rec := httptest.NewRecorder()
-	if _, ok := any(rec).(io.ReaderFrom); ok {
-		t.Skip("httptest.ResponseRecorder implements io.ReaderFrom now; nothing to show")
+	// Only the ResponseWriter methods, whatever the recorder grows: no ReadFrom to fall back on.
+	w := struct{ http.ResponseWriter }{rec}
+	if _, ok := any(w).(io.ReaderFrom); ok {
+		t.Fatal("the wrapped recorder still offers ReadFrom")
 	}
-	tc.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, narPath, nil))
+	tc.Handler.ServeHTTP(w, httptest.NewRequest(http.MethodGet, narPath, nil))
 	if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), file) {
 		t.Fatalf("GET nar into a ResponseRecorder: %d with %d bytes (%q...), want 200 with the %d stored bytes",
 			rec.Code, rec.Body.Len(), truncateBytes(rec.Body.Bytes(), 40), len(file))

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -305,7 +304,7 @@ func TestSeekIsLazy(t *testing.T) {
 
 func TestOpenErrors(t *testing.T) {
 	g := backendtest.StartVersityGW(t)
-	closed := "http://" + freeClosedAddr(t)
+	closed := "http://" + backendtest.ClosedAddr(t)
 	tests := []struct {
 		name string
 		cfg  func(c *Config)
@@ -377,17 +376,6 @@ func TestCredentialChain(t *testing.T) {
 		t.Fatalf("Open without credentials: %v", err)
 	}
 	t.Log(err)
-}
-
-// freeClosedAddr is an address nothing listens on.
-func freeClosedAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // TestBigObjectFlatMemory streams 1 GiB through Save and back through Open, comparing hashes;
