@@ -238,6 +238,26 @@ UPLOAD_RSS_KIB=$(vmhwm_kib "$CACHED_PID")
 log "http upload to cached: $UPLOAD_HTTP_S s, cached CPU $UPLOAD_CPU_S s (verifying, storing), VmHWM $((UPLOAD_RSS_KIB / 1024)) MiB"
 stop_pid "$CACHED_PID"
 
+# The same nix copy to a server that stores nothing (bench/client sink): what the nix client
+# itself needs to upload over HTTP. No server can make `nix copy --to http://` faster than this.
+SINK_OUT=$WORK/sink.out
+"$CLIENT" sink -listen 127.0.0.1:0 >"$SINK_OUT" 2>"$WORK/sink.log" &
+SINK_PID=$!
+PIDS+=("$SINK_PID")
+SINK_URL=
+for _ in $(seq 1 100); do
+	SINK_URL=$(sed -n 's/^sink listening at \(http:[^ ]*\)$/\1/p' "$SINK_OUT" | head -n1)
+	[ -n "$SINK_URL" ] && break
+	sleep 0.1
+done
+[ -n "$SINK_URL" ] || die "the store-nothing server did not start: $(cat "$WORK/sink.log")"
+log "uploading to $SINK_URL (a server that stores nothing)"
+t0=$(now)
+nix copy --to "$SINK_URL?compression=zstd" "${PATHS[@]}"
+UPLOAD_SINK_S=$(since "$t0")
+log "http upload to the store-nothing server: $UPLOAD_SINK_S s"
+stop_pid "$SINK_PID"
+
 n_file=$(find "$FILE_CACHE" -maxdepth 1 -name '*.narinfo' | wc -l)
 n_cached=$(find "$CACHED_DATA/store" -maxdepth 1 -name '*.narinfo' | wc -l)
 [ "$n_file" -eq "$NPATHS" ] || die "file cache holds $n_file narinfos, want $NPATHS"
@@ -435,7 +455,7 @@ jq -R -s \
 	--arg ts "$TS" --arg corpus "$CORPUS_NAME" \
 	--argjson paths "$NPATHS" --argjson narBytes "$NAR_BYTES" --argjson bigNarBytes "$BIG_NAR_BYTES" \
 	--argjson fileCacheBytes "$FILE_CACHE_BYTES" --argjson cachedStoreBytes "$CACHED_STORE_BYTES" \
-	--argjson uploadRss "$UPLOAD_RSS_KIB" --argjson uploadCpu "$UPLOAD_CPU_S" --argjson serveRss "$SERVE_RSS_KIB" --argjson nginxRss "$NGINX_RSS_KIB" \
+	--argjson uploadRss "$UPLOAD_RSS_KIB" --argjson uploadCpu "$UPLOAD_CPU_S" --argjson uploadSink "$UPLOAD_SINK_S" --argjson serveRss "$SERVE_RSS_KIB" --argjson nginxRss "$NGINX_RSS_KIB" \
 	--arg commit "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)" \
 	--arg dirty "$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo true || echo false)" \
 	--arg nix "$(nix --version)" --arg nginx "$("$NGINX" -v 2>&1)" --arg wrk "$(wrk -v 2>&1 | head -n1)" \
@@ -450,7 +470,8 @@ jq -R -s \
 	  corpus: {name: $corpus, store_paths: $paths, nar_bytes: $narBytes, big_nar_bytes: $bigNarBytes,
 	           file_cache_bytes: $fileCacheBytes, cached_store_bytes: $cachedStoreBytes},
 	  rss_kib: {cached_upload_peak: $uploadRss, cached_serve_peak: $serveRss, nginx_serve_peak: $nginxRss},
-	  upload: {cached_cpu_s: $uploadCpu},
+	  upload: {cached_cpu_s: $uploadCpu, sink_s: $uploadSink,
+	           sink_definition: "wall time of the same nix copy to an HTTP server that reads and discards every PUT (bench/client sink): the floor that the nix client itself sets over HTTP"},
 	  ratio_definition: "ratio >= 1 means cached is as fast or better: nginx/cached for seconds, latency and RSS (lower is better), cached/nginx for req/s and GB/s (higher is better)",
 	  rows: [split("\n")[] | select(length > 0) | split("\t") |
 	    {key: .[0], label: .[1], unit: .[2], better: .[3], nginx: (.[4] | tonumber), cached: (.[5] | tonumber)} |
@@ -470,7 +491,11 @@ cp "$RESULTS" "$OUT/latest.json"
 		awk -F'\t' 'function f(x) { return x >= 1000 ? sprintf("%.0f", x) : sprintf("%.4g", x) }
 			BEGIN { printf "%-66s %12s %12s %7s\n", "row", "nginx", "cached", "ratio"; printf "%-66s %12s %12s %7s\n", "---", "-----", "------", "-----" }
 			{ printf "%-66s %12s %12s %7s\n", $1, f($2), f($3), $4 }'
-	printf '\ncached CPU during the upload (verifying, storing, signing): %s s\n' "$UPLOAD_CPU_S"
+	printf '\nnix copy to an HTTP server that stores nothing (the client'"'"'s own floor over HTTP): %s s;\n' "$UPLOAD_SINK_S"
+	printf '  cached took %.2fx that floor, file:// %.2fx\n' \
+		"$(awk -v a="$UPLOAD_HTTP_S" -v b="$UPLOAD_SINK_S" 'BEGIN { print a / b }')" \
+		"$(awk -v a="$UPLOAD_FILE_S" -v b="$UPLOAD_SINK_S" 'BEGIN { print a / b }')"
+	printf 'cached CPU during the upload (verifying, storing, signing): %s s\n' "$UPLOAD_CPU_S"
 	printf 'cached peak RSS: upload %.1f MiB, serving %.1f MiB (nginx master+workers %.1f MiB)\n' \
 		"$(awk -v k="$UPLOAD_RSS_KIB" 'BEGIN { print k / 1024 }')" "$(awk -v k="$SERVE_RSS_KIB" 'BEGIN { print k / 1024 }')" \
 		"$(awk -v k="$NGINX_RSS_KIB" 'BEGIN { print k / 1024 }')"

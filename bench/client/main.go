@@ -11,6 +11,10 @@
 //	    download one URL (the big NAR) on one stream
 //	client freeport
 //	    print a free TCP port on 127.0.0.1
+//	client sink -listen ADDR
+//	    serve a binary cache that stores nothing: nix-cache-info, 404 for every other GET and
+//	    HEAD, and 200 for every PUT once its body has been read. `nix copy` to it measures what
+//	    the nix client itself needs to upload over HTTP, with no server work at all.
 //
 // Every measuring command prints one JSON object on stdout; with -repeat N it runs N times and
 // reports every run and the median. A wrong status, a short body or a missing URL: line is an
@@ -39,7 +43,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: client narinfos|nars|get|freeport [flags]")
+		fmt.Fprintln(os.Stderr, "usage: client narinfos|nars|get|freeport|sink [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -52,6 +56,8 @@ func main() {
 		err = cmdGet(args)
 	case "freeport":
 		err = cmdFreePort()
+	case "sink":
+		err = cmdSink(args)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -420,4 +426,30 @@ func cmdFreePort() error {
 	defer ln.Close()
 	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
 	return nil
+}
+
+// cmdSink serves the store-nothing cache of `client sink` until it is killed.
+func cmdSink(args []string) error {
+	fs := flag.NewFlagSet("sink", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	fs.Parse(args)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("sink listening at http://%s\n", ln.Addr())
+	const cacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
+	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodPut:
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+			}
+		case r.URL.Path == "/nix-cache-info":
+			w.Header().Set("Content-Type", "text/x-nix-cache-info")
+			io.WriteString(w, cacheInfo)
+		default:
+			http.Error(w, "not found", http.StatusNotFound)
+		}
+	}))
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"time"
 
@@ -27,18 +26,6 @@ type ingestResult struct {
 	compression  string          // compression of the stored file
 }
 
-// countingWriter counts and hashes what goes through it.
-type countingWriter struct {
-	h hash.Hash
-	n int64
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	w.h.Write(p)
-	w.n += int64(len(p))
-	return len(p), nil
-}
-
 // ingest streams an uploaded NAR file (named by nn, in nn.Compression) once: it hashes the
 // uploaded bytes, decompresses and validates the NAR while hashing it, and, when target differs
 // from the upload's compression, recompresses it. store receives the bytes to keep (the upload
@@ -46,10 +33,17 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 // does not verify, so a backend's Save never commits refused content.
 func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.Reader, store func(io.Reader) error) (ingestResult, error) {
 	pr, pw := io.Pipe()
-	uploaded := &countingWriter{h: sha256.New()}
-	storedW := &countingWriter{h: sha256.New()}
-	narH := sha256.New()
+	// The hashes run on goroutines of their own, beside the decompression (asynchash.go).
+	uploaded := newAsyncHash(sha256.New())
+	defer uploaded.Close()
+	narH := newAsyncHash(sha256.New())
+	defer narH.Close()
 	transcode := target != nn.Compression
+	var storedHash *asyncHash
+	if transcode {
+		storedHash = newAsyncHash(sha256.New())
+		defer storedHash.Close()
+	}
 	var narSize int64
 
 	produce := func() error {
@@ -58,7 +52,7 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		if transcode {
 			src = io.TeeReader(body, uploaded)
 			var err error
-			enc, err = compressor(target, io.MultiWriter(storedW, pw), c.opts)
+			enc, err = compressor(target, io.MultiWriter(storedHash, pw), c.opts)
 			if err != nil {
 				return err
 			}
@@ -92,7 +86,7 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 				return fmt.Errorf("recompress %s: %w", nn.Name, err)
 			}
 		}
-		if got := nixbase32.EncodeToString(uploaded.h.Sum(nil)); got != nn.FileHash {
+		if got := nixbase32.EncodeToString(uploaded.Sum()); got != nn.FileHash {
 			return inputErr("FileHash", "uploaded bytes of %s hash to sha256:%s, not to the hash in its name", nn.Name, got)
 		}
 		return nil
@@ -115,11 +109,11 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		return ingestResult{}, storeErr
 	}
 	res := ingestResult{uploadedSize: uint64(uploaded.n), compression: target}
-	res.stored.NarHash = "sha256:" + nixbase32.EncodeToString(narH.Sum(nil))
+	res.stored.NarHash = "sha256:" + nixbase32.EncodeToString(narH.Sum())
 	res.stored.NarSize = uint64(narSize)
 	if transcode {
-		res.stored.FileHash = "sha256:" + nixbase32.EncodeToString(storedW.h.Sum(nil))
-		res.stored.FileSize = uint64(storedW.n)
+		res.stored.FileHash = "sha256:" + nixbase32.EncodeToString(storedHash.Sum())
+		res.stored.FileSize = uint64(storedHash.n)
 	} else {
 		res.stored.FileHash = "sha256:" + nn.FileHash
 		res.stored.FileSize = uint64(uploaded.n)
