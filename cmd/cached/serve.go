@@ -42,6 +42,7 @@ type serveCmd struct {
 	TLSKey            string        `help:"Private key (PEM) for --tls-cert." type:"path" name:"tls-key"`
 	AccessLog         string        `help:"Which requests get a log line: all, errors (writes and failures; successful reads only with --log-level debug) or none (server errors only)." default:"all" enum:"all,errors,none"`
 	Private           bool          `help:"Require a token with read scope for every read (nix sends its netrc credentials on reads too)."`
+	NarinfoFastPath   bool          `help:"Answer plain HTTP/1.1 narinfo GET and HEAD requests without net/http's per-request work (same answers, logs and metrics); anything else on a connection goes to net/http. Not used with --tls-cert or --private." default:"true" negatable:""`
 	PprofListen       string        `help:"Serve Go's profiling endpoints (/debug/pprof/) on this separate address, e.g. 127.0.0.1:6060; off when empty. Never expose it publicly." placeholder:"ADDR"`
 }
 
@@ -194,10 +195,18 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		log.Warn("profiling endpoints enabled", "addr", pln.Addr().String())
 	}
 
+	var fast *server.FastServer
+	if c.NarinfoFastPath && c.TLSCert == "" && !c.Private {
+		fast = server.NewFastServer(srv, httpSrv)
+	}
 	errCh := make(chan error, 1)
 	go func() {
 		if c.TLSCert != "" {
 			errCh <- httpSrv.ServeTLS(ln, c.TLSCert, c.TLSKey)
+			return
+		}
+		if fast != nil {
+			errCh <- fast.Serve(ln)
 			return
 		}
 		errCh <- httpSrv.Serve(ln)
@@ -210,7 +219,11 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	log.Info("shutting down: waiting for in-flight requests", "timeout", c.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
-	if err := httpSrv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	shutdown := httpSrv.Shutdown
+	if fast != nil {
+		shutdown = fast.Shutdown
+	}
+	if err := shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("shutdown", "err", err)
 	}
 	log.Info("stopped")

@@ -56,6 +56,13 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 			if err != nil {
 				return err
 			}
+			// zstd encodes on goroutines of its own that write to storedHash: even when the
+			// upload is refused part-way, they must be done before storedHash is closed.
+			defer func() {
+				if enc != nil {
+					enc.Close()
+				}
+			}()
 		} else {
 			src = io.TeeReader(body, io.MultiWriter(uploaded, pw))
 		}
@@ -82,7 +89,9 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 			return err
 		}
 		if enc != nil {
-			if err := enc.Close(); err != nil {
+			err := enc.Close()
+			enc = nil
+			if err != nil {
 				return fmt.Errorf("recompress %s: %w", nn.Name, err)
 			}
 		}

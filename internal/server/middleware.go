@@ -124,57 +124,81 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 
 		next.ServeHTTP(&st.w, r)
 
-		dur := time.Since(st.start)
 		status := st.w.status
 		if status == 0 {
 			status = http.StatusOK
 		}
-		var firstByte time.Duration
-		if !st.w.firstByte.IsZero() {
-			firstByte = st.w.firstByte.Sub(st.start)
-		}
-		route := routeLabel(chi.RouteContext(r.Context()).RoutePattern())
-		key := seriesKey{route: route, method: methodLabel(r.Method), code: status}
-		key.narinfo = route == "/{file}" && isNarInfoPath(r.URL.Path)
-		s.obs.metrics.observe(key, dur, firstByte, st.w.bytes, st.body.n, st.err)
+		s.record(r.Context(), answered{
+			method: r.Method, path: r.URL.Path, remote: r.RemoteAddr, id: st.id[0],
+			route:  routeLabel(chi.RouteContext(r.Context()).RoutePattern()),
+			status: status, sent: st.w.bytes, received: st.body.n,
+			start: st.start, firstByte: st.w.firstByte, err: st.err,
+		})
+	})
+}
 
-		level := slog.LevelInfo
-		if status < 400 && isProbe(route) {
+// answered is what the log line and the metrics of one request are made of.
+type answered struct {
+	method, path, remote, id, route string
+	status                          int
+	sent, received                  int64
+	start, firstByte                time.Time // firstByte is zero when nothing was answered
+	err                             error
+}
+
+// record writes the log line of an answered request and records its metrics: for requests
+// through the router (logRequests) and for those the narinfo fast path answers (fastpath.go).
+func (s *Server) record(ctx context.Context, a answered) {
+	dur := time.Since(a.start)
+	var firstByte time.Duration
+	if !a.firstByte.IsZero() {
+		firstByte = a.firstByte.Sub(a.start)
+	}
+	key := seriesKey{route: a.route, method: methodLabel(a.method), code: a.status}
+	key.narinfo = a.route == "/{file}" && isNarInfoPath(a.path)
+	s.obs.metrics.observe(key, dur, firstByte, a.sent, a.received, a.err)
+
+	level := slog.LevelInfo
+	if a.status < 400 && isProbe(a.route) {
+		level = slog.LevelDebug
+	}
+	switch s.cfg.AccessLog {
+	case "errors": // successful reads go to debug; writes and failures stay
+		if a.status < 400 && (a.method == http.MethodGet || a.method == http.MethodHead) {
 			level = slog.LevelDebug
 		}
-		switch s.cfg.AccessLog {
-		case "errors": // successful reads go to debug; writes and failures stay
-			if status < 400 && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-				level = slog.LevelDebug
-			}
-		case "none": // only server errors
-			if status < 500 {
-				level = slog.LevelDebug
-			}
+	case "none": // only server errors
+		if a.status < 500 {
+			level = slog.LevelDebug
 		}
-		if !s.log.Enabled(r.Context(), level) {
-			return
-		}
-		attrs := [10]slog.Attr{
-			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
-			slog.Int("status", status),
-			slog.Int64("bytes", st.w.bytes),
-			slog.Int64("dur_ms", dur.Milliseconds()),
-			slog.String("remote", r.RemoteAddr),
-			slog.String("req_id", st.id[0]),
-		}
-		n := 7
-		if st.body.n > 0 {
-			attrs[n] = slog.Int64("req_bytes", st.body.n)
-			n++
-		}
-		if st.err != nil {
-			attrs[n] = slog.String("err", st.err.Error())
-			n++
-		}
-		s.log.LogAttrs(r.Context(), level, "request", attrs[:n]...)
-	})
+	}
+	h := s.log.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	attrs := [10]slog.Attr{
+		slog.String("method", a.method),
+		slog.String("path", a.path),
+		slog.Int("status", a.status),
+		slog.Int64("bytes", a.sent),
+		slog.Int64("dur_ms", dur.Milliseconds()),
+		slog.String("remote", a.remote),
+		slog.String("req_id", a.id),
+	}
+	n := 7
+	if a.received > 0 {
+		attrs[n] = slog.Int64("req_bytes", a.received)
+		n++
+	}
+	if a.err != nil {
+		attrs[n] = slog.String("err", a.err.Error())
+		n++
+	}
+	// Straight to the handler: Logger.LogAttrs would also capture the caller's program counter,
+	// which no access line shows, at a cost on every request.
+	rec := slog.NewRecord(time.Now(), level, "request", 0)
+	rec.AddAttrs(attrs[:n]...)
+	h.Handle(ctx, rec)
 }
 
 // incomingRequestID returns the client's (or a proxy's) X-Request-Id when it is safe to repeat in

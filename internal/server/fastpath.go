@@ -1,0 +1,557 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cached-dev/cached/internal/cache"
+)
+
+// The narinfo fast path. A substituter's traffic is mostly narinfo GETs and HEADs, most of them
+// misses, and net/http's per-request work (parsing every header into a map, a Request and a
+// response, the router and the middleware) costs more than the lookup itself: a plain net/http
+// server answering a fixed 404 is about 35% slower than nginx answering it from disk.
+//
+// FastServer reads each request head on a plain HTTP/1.1 connection itself. When the request is
+// exactly GET or HEAD /<store hash>.narinfo over HTTP/1.1, with no body, no upgrade and nothing
+// unusual in its head, it is answered here, with the same headers, log line and metrics as the
+// router would give it. Anything else (a NAR, an upload, a query string, an odd header, a
+// malformed head, HTTP/1.0, an h2c preface, a lookup that fails) hands the connection, with the
+// bytes already read, to net/http for the rest of its life, which answers it as before. The fast
+// path therefore never refuses anything itself: it only accepts what it fully understands.
+//
+// It is off for --private caches (every read needs a token) and over TLS.
+
+// FastServer serves a listener with the narinfo fast path in front of an http.Server.
+type FastServer struct {
+	s       *Server
+	hs      *http.Server
+	handoff *handoffListener
+
+	mu      sync.Mutex
+	conns   map[*fastConn]struct{}
+	closing atomic.Bool
+	wg      sync.WaitGroup
+	ln      net.Listener
+
+	date     atomic.Pointer[dateLine] // the Date header, formatted once a second
+	answered atomic.Uint64
+}
+
+// Answered is how many requests the fast path has answered itself.
+func (f *FastServer) Answered() uint64 { return f.answered.Load() }
+
+// NewFastServer puts the fast path of s in front of hs, whose Handler is s. hs's IdleTimeout and
+// ReadHeaderTimeout apply to the connections the fast path reads too.
+func NewFastServer(s *Server, hs *http.Server) *FastServer {
+	return &FastServer{s: s, hs: hs, conns: map[*fastConn]struct{}{}}
+}
+
+// Serve accepts connections on ln until Shutdown; it returns http.ErrServerClosed then.
+func (f *FastServer) Serve(ln net.Listener) error {
+	f.mu.Lock()
+	f.ln = ln
+	f.handoff = newHandoffListener(ln.Addr())
+	f.mu.Unlock()
+	go f.hs.Serve(f.handoff) // returns when Shutdown closes the hand-off listener
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if f.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return http.ErrServerClosed
+			}
+			// Out of file descriptors and the like: wait, as net/http does, rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			f.s.log.Warn("accept", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		f.wg.Add(1)
+		go f.serveConn(c)
+	}
+}
+
+// Shutdown stops accepting, closes idle connections (the fast path's and net/http's), and waits
+// for requests in flight until ctx ends.
+func (f *FastServer) Shutdown(ctx context.Context) error {
+	f.closing.Store(true)
+	f.mu.Lock()
+	if f.ln != nil {
+		f.ln.Close()
+	}
+	for fc := range f.conns {
+		if fc.idle.Load() {
+			fc.c.SetReadDeadline(time.Now()) // wakes its wait for the next request
+		}
+	}
+	f.mu.Unlock()
+	err := f.hs.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+// fastConn is one connection the fast path is reading.
+type fastConn struct {
+	c      net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	remote string
+	idle   atomic.Bool // waiting for the next request
+}
+
+// fastHeadMax bounds a request head the fast path reads; a longer one goes to net/http (whose
+// limit, MaxHeaderBytes, is larger). Nix's narinfo requests are about 200 bytes.
+const fastHeadMax = 4096
+
+func (f *FastServer) serveConn(c net.Conn) {
+	defer f.wg.Done()
+	fc := &fastConn{c: c, br: bufio.NewReaderSize(c, fastHeadMax), bw: bufio.NewWriterSize(c, 4096), remote: c.RemoteAddr().String()}
+	f.mu.Lock()
+	f.conns[fc] = struct{}{}
+	f.mu.Unlock()
+	handedOff := false
+	defer func() {
+		f.mu.Lock()
+		delete(f.conns, fc)
+		f.mu.Unlock()
+		if !handedOff {
+			c.Close()
+		}
+	}()
+	for {
+		if f.closing.Load() {
+			return
+		}
+		if f.hs.IdleTimeout > 0 {
+			c.SetReadDeadline(time.Now().Add(f.hs.IdleTimeout))
+		}
+		if fc.br.Buffered() == 0 {
+			fc.idle.Store(true)
+			_, err := fc.br.Peek(1)
+			fc.idle.Store(false)
+			if err != nil || f.closing.Load() {
+				return
+			}
+		}
+		head, err := f.readHead(fc)
+		if err != nil {
+			return // timed out or gone mid-head: net/http would drop it too
+		}
+		var req fastRequest
+		ok := head != nil && !f.s.cfg.Private && parseFastRequest(head, &req)
+		if ok {
+			ok = f.answer(fc, &req)
+		}
+		if !ok {
+			if fc.bw.Flush() != nil {
+				return
+			}
+			c.SetReadDeadline(time.Time{})
+			handedOff = f.handoff.push(&replayConn{Conn: c, br: fc.br})
+			return
+		}
+		fc.br.Discard(len(head))
+		if req.close {
+			fc.bw.Flush()
+			return
+		}
+		if fc.br.Buffered() == 0 { // answer now, unless the client pipelined more requests
+			if fc.bw.Flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+// readHead returns the request head at the start of fc's buffer, through its blank line,
+// without consuming it; nil when it does not fit in fastHeadMax (net/http reads it instead).
+func (f *FastServer) readHead(fc *fastConn) ([]byte, error) {
+	buf, _ := fc.br.Peek(fc.br.Buffered())
+	deadline := false
+	for {
+		if i := bytes.Index(buf, crlfcrlf); i >= 0 {
+			return buf[:i+4], nil
+		}
+		if len(buf) >= fastHeadMax {
+			return nil, nil
+		}
+		// The head came in pieces: bound how long the rest may take (slow-loris clients).
+		if !deadline && f.hs.ReadHeaderTimeout > 0 {
+			fc.c.SetReadDeadline(time.Now().Add(f.hs.ReadHeaderTimeout))
+			deadline = true
+		}
+		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		buf, _ = fc.br.Peek(fc.br.Buffered())
+	}
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// fastRequest is what the fast path needs of a request head. Its byte slices point into the
+// connection's read buffer and are valid until the head is discarded.
+type fastRequest struct {
+	head        bool   // HEAD, else GET
+	path        []byte // "/<hash>.narinfo"
+	hash        []byte
+	ifNoneMatch []byte
+	requestID   []byte
+	close       bool // Connection: close
+}
+
+// parseFastRequest parses head (request line, header lines, blank line) into r, and reports
+// whether the fast path may answer it. It is strict: anything it does not fully understand is
+// false, and net/http, which knows every corner of HTTP/1.1, answers that request instead.
+func parseFastRequest(head []byte, r *fastRequest) bool {
+	*r = fastRequest{}
+	line, rest, ok := cutLine(head)
+	if !ok {
+		return false
+	}
+	switch {
+	case bytes.HasPrefix(line, []byte("GET ")):
+		line = line[4:]
+	case bytes.HasPrefix(line, []byte("HEAD ")):
+		line, r.head = line[5:], true
+	default:
+		return false
+	}
+	const pathLen = 1 + 32 + len(".narinfo")
+	if len(line) != pathLen+len(" HTTP/1.1") || line[0] != '/' ||
+		!bytes.Equal(line[33:pathLen], []byte(".narinfo")) || !bytes.Equal(line[pathLen:], []byte(" HTTP/1.1")) {
+		return false
+	}
+	r.path, r.hash = line[:pathLen], line[1:33]
+	if !validHashBytes(r.hash) {
+		return false
+	}
+	hosts := 0
+	for {
+		line, rest, ok = cutLine(rest)
+		if !ok {
+			return false
+		}
+		if len(line) == 0 {
+			return hosts == 1 && len(rest) == 0
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return false
+		}
+		name, value := line[:colon], trimOWS(line[colon+1:])
+		for _, c := range name {
+			if !isTokenChar(c) {
+				return false // includes obs-fold (a line starting with a space) and spaces before the colon
+			}
+		}
+		for _, c := range value {
+			if c < 0x20 && c != '\t' || c == 0x7f {
+				return false
+			}
+		}
+		switch {
+		case asciiEqualFold(name, "host"):
+			hosts++
+			if len(value) == 0 {
+				return false
+			}
+			for _, c := range value {
+				if !isHostChar(c) {
+					return false
+				}
+			}
+		case asciiEqualFold(name, "if-none-match"):
+			if r.ifNoneMatch != nil {
+				return false
+			}
+			r.ifNoneMatch = value
+		case asciiEqualFold(name, "x-request-id"):
+			r.requestID = value
+		case asciiEqualFold(name, "connection"):
+			for tok := range bytes.SplitSeq(value, []byte(",")) {
+				tok = trimOWS(tok)
+				switch {
+				case asciiEqualFold(tok, "close"):
+					r.close = true
+				case asciiEqualFold(tok, "keep-alive"):
+				default:
+					return false // upgrade, or a hop-by-hop header net/http should see
+				}
+			}
+		case asciiEqualFold(name, "content-length"), asciiEqualFold(name, "transfer-encoding"),
+			asciiEqualFold(name, "expect"), asciiEqualFold(name, "upgrade"), asciiEqualFold(name, "http2-settings"):
+			return false // a body, or something to negotiate: net/http's business
+		}
+	}
+}
+
+// cutLine cuts one CRLF-terminated line off b; a bare LF or CR is not a line ending here.
+func cutLine(b []byte) (line, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 1 || b[i-1] != '\r' {
+		return nil, nil, false
+	}
+	line = b[:i-1]
+	if bytes.IndexByte(line, '\r') >= 0 {
+		return nil, nil, false
+	}
+	return line, b[i+1:], true
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func asciiEqualFold(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// isTokenChar reports whether c may appear in a header name (RFC 9110 tchar).
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
+}
+
+func isHostChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_'
+}
+
+// validHashBytes is cache.ValidStoreHash for bytes, without the conversion.
+func validHashBytes(b []byte) bool {
+	if len(b) != 32 {
+		return false
+	}
+	for _, c := range b {
+		if bytes.IndexByte([]byte(nixBase32Alphabet), c) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+const nixBase32Alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
+
+// answer writes the answer to req into fc's buffer, as getNarInfo would, and records it. It
+// reports false, having written nothing, when the lookup fails in a way only the router's error
+// handling should answer.
+func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
+	start := time.Now()
+	hash := string(req.hash)
+	text, err := f.s.cache.NarInfo(hash)
+	if err != nil && err != cache.ErrNotFound {
+		return false
+	}
+	id := incomingRequestIDBytes(req.requestID)
+	if id == "" {
+		id = newRequestID()
+	}
+	w := fc.bw
+	status, sent := http.StatusNotFound, int64(0)
+	switch {
+	case err == cache.ErrNotFound:
+		w.WriteString("HTTP/1.1 404 Not Found\r\nCache-Control: ")
+		w.WriteString(f.s.hdr.notFoundCache[0])
+		w.WriteString("\r\nContent-Length: 10\r\nContent-Type: text/plain; charset=utf-8\r\n")
+		f.writeTail(w, id, req.close, start)
+		if !req.head {
+			w.Write(notFoundBody)
+			sent = int64(len(notFoundBody))
+		}
+	default:
+		f.s.cache.Touch(hash)
+		etag := narInfoETag(text)
+		if req.ifNoneMatch != nil && string(req.ifNoneMatch) == etag {
+			status = http.StatusNotModified
+			w.WriteString("HTTP/1.1 304 Not Modified\r\nCache-Control: ")
+			w.WriteString(f.s.hdr.narInfoCache[0])
+			w.WriteString("\r\nEtag: ")
+			w.WriteString(etag)
+			w.WriteString("\r\n")
+			f.writeTail(w, id, req.close, start)
+			break
+		}
+		status = http.StatusOK
+		w.WriteString("HTTP/1.1 200 OK\r\nCache-Control: ")
+		w.WriteString(f.s.hdr.narInfoCache[0])
+		w.WriteString("\r\nContent-Length: ")
+		var num [20]byte
+		w.Write(strconv.AppendInt(num[:0], int64(len(text)), 10))
+		w.WriteString("\r\nContent-Type: text/x-nix-narinfo\r\nEtag: ")
+		w.WriteString(etag)
+		w.WriteString("\r\n")
+		f.writeTail(w, id, req.close, start)
+		if !req.head {
+			w.Write(text)
+			sent = int64(len(text))
+		}
+	}
+	method := http.MethodGet
+	if req.head {
+		method = http.MethodHead
+	}
+	f.answered.Add(1)
+	f.s.record(context.Background(), answered{
+		method: method, path: string(req.path), remote: fc.remote, id: id, route: "/{file}",
+		status: status, sent: sent, start: start, firstByte: start,
+	})
+	return true
+}
+
+// writeTail ends the header block as net/http does: X-Request-Id, Connection when closing,
+// then Date.
+func (f *FastServer) writeTail(w *bufio.Writer, id string, closing bool, now time.Time) {
+	w.WriteString("X-Request-Id: ")
+	w.WriteString(id)
+	w.WriteString("\r\n")
+	if closing {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.Write(f.dateLine(now))
+	w.WriteString("\r\n")
+}
+
+// dateLine is "Date: <IMF-fixdate>\r\n" for now, formatted at most once a second.
+type dateLine struct {
+	sec  int64
+	line []byte
+}
+
+func (f *FastServer) dateLine(now time.Time) []byte {
+	sec := now.Unix()
+	if d := f.date.Load(); d != nil && d.sec == sec {
+		return d.line
+	}
+	line := now.UTC().AppendFormat([]byte("Date: "), http.TimeFormat)
+	line = append(line, "\r\n"...)
+	f.date.Store(&dateLine{sec: sec, line: line})
+	return line
+}
+
+// incomingRequestIDBytes is incomingRequestID for a header value the fast path read.
+func incomingRequestIDBytes(v []byte) string {
+	if len(v) == 0 || len(v) > 64 {
+		return ""
+	}
+	for _, c := range v {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return ""
+		}
+	}
+	return string(v)
+}
+
+// handoffListener is how connections reach net/http: Accept returns what the fast path handed
+// over.
+type handoffListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// push hands c to net/http; it reports false (and closes c) once the listener is closed.
+func (l *handoffListener) push(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		c.Close()
+		return true // closed here: the caller must not close it again
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+// replayConn is a connection handed to net/http: it first returns the bytes the fast path had
+// read and not answered, then reads the connection. It keeps the connection's ReadFrom, so that
+// NAR bodies still go out through sendfile, and its CloseWrite.
+type replayConn struct {
+	net.Conn
+	br *bufio.Reader // nil once drained
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p)
+		}
+		c.br = nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *replayConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{c.Conn}, r)
+}
+
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

@@ -1,0 +1,278 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cached-dev/cached/internal/server"
+)
+
+// startFast serves tc's handler through the narinfo fast path on a listener of its own, beside
+// tc's plain net/http one, so that the two can be sent the same bytes.
+func startFast(tb testing.TB, tc *testCache, headerTimeout time.Duration) (string, *server.FastServer) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hs := &http.Server{Handler: tc.Handler, ReadHeaderTimeout: headerTimeout, IdleTimeout: time.Minute}
+	fs := server.NewFastServer(tc.Handler, hs)
+	done := make(chan error, 1)
+	go func() { done <- fs.Serve(ln) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		fs.Shutdown(ctx)
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			tb.Errorf("Serve returned %v, want http.ErrServerClosed", err)
+		}
+	})
+	return ln.Addr().String(), fs
+}
+
+// exchange writes raw to addr on one connection and reads n answers (n < 0: everything until the
+// server closes). It returns the answers, normalised: Date and generated X-Request-Id values
+// differ between any two answers.
+func exchange(tb testing.TB, addr, raw string, n int, head bool) []string {
+	tb.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		tb.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var out []string
+	for i := 0; n < 0 || i < n; i++ {
+		req := &http.Request{Method: http.MethodGet}
+		if head {
+			req.Method = http.MethodHead
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			if n < 0 && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+				break
+			}
+			tb.Fatalf("answer %d to %q: %v", i+1, raw, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Header.Del("Date")
+		if id := resp.Header.Get("X-Request-Id"); len(id) == 16 && !strings.Contains(raw, id) {
+			resp.Header.Set("X-Request-Id", "generated")
+		}
+		var b bytes.Buffer
+		b.WriteString(resp.Status + "\n")
+		resp.Header.Write(&b)
+		b.WriteString("\n")
+		b.Write(body)
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// TestFastPathAnswersAsTheRouter sends the same requests to the router through net/http and to
+// the fast path, and wants the same answers, byte for byte but for Date and generated request IDs.
+func TestFastPathAnswersAsTheRouter(t *testing.T) {
+	tc := newTestCache(t)
+	u := newUpload(t, "fast", "xz")
+	u.store(t, tc)
+	fast, fs := startFast(t, tc, 30*time.Second)
+	etag := tc.get(t, u.NarInfoPath()).Header.Get("Etag")
+	if etag == "" {
+		t.Fatal("narinfo has no ETag")
+	}
+	miss := "/" + storeHash("absent") + ".narinfo"
+	host := "Host: cache\r\n"
+	cases := []struct {
+		name, raw string
+		head      bool
+	}{
+		{"hit", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "\r\n", false},
+		{"hit HEAD", "HEAD " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "\r\n", true},
+		{"miss", "GET " + miss + " HTTP/1.1\r\n" + host + "\r\n", false},
+		{"miss HEAD", "HEAD " + miss + " HTTP/1.1\r\n" + host + "\r\n", true},
+		{"not modified", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "If-None-Match: " + etag + "\r\n\r\n", false},
+		{"other etag", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "If-None-Match: \"x\"\r\n\r\n", false},
+		{"request id kept", "GET " + miss + " HTTP/1.1\r\n" + host + "X-Request-Id: abc-123\r\n\r\n", false},
+		{"request id replaced", "GET " + miss + " HTTP/1.1\r\n" + host + "X-Request-Id: a b\r\n\r\n", false},
+		{"close", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "Connection: close\r\n\r\n", false},
+		{"nix's headers", "GET " + u.NarInfoPath() + " HTTP/1.1\r\nHost: 127.0.0.1:5000\r\nUser-Agent: curl/7.88.1 Nix/2.8.0\r\nAccept: */*\r\nAccept-Encoding: deflate, gzip, br, zstd\r\n\r\n", false},
+		// Everything below is for net/http to answer, through the hand-off.
+		{"invalid hash", "GET /" + strings.Repeat("e", 32) + ".narinfo HTTP/1.1\r\n" + host + "\r\n", false},
+		{"query", "GET " + u.NarInfoPath() + "?x=1 HTTP/1.1\r\n" + host + "\r\n", false},
+		{"cache info", "GET /nix-cache-info HTTP/1.1\r\n" + host + "\r\n", false},
+		{"nar", "GET " + u.NarPath + " HTTP/1.1\r\n" + host + "\r\n", false},
+		{"put without token", "PUT " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "Content-Length: 3\r\n\r\nabc", false},
+		{"no host", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n\r\n", false},
+		{"two hosts", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + host + "\r\n", false},
+		{"HTTP/1.0", "GET " + u.NarInfoPath() + " HTTP/1.0\r\n\r\n", false},
+		{"lower-case method", "get " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "\r\n", false},
+		{"obs-fold", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "X-A: b\r\n c\r\n\r\n", false},
+		{"space before colon", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "X-A : b\r\n\r\n", false},
+		{"bare LF", "GET " + u.NarInfoPath() + " HTTP/1.1\n" + host + "\r\n", false},
+		{"NUL in a value", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "X-A: \x00\r\n\r\n", false},
+		{"body on a GET", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "Content-Length: 2\r\n\r\nab", false},
+		{"chunked", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false},
+		{"upgrade", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n", false},
+		{"bad host", "GET " + u.NarInfoPath() + " HTTP/1.1\r\nHost: a b\r\n\r\n", false},
+		{"huge head", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "X-Pad: " + strings.Repeat("p", 6000) + "\r\n\r\n", false},
+		{"traversal", "GET /../" + u.Hash + ".narinfo HTTP/1.1\r\n" + host + "\r\n", false},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := fs.Answered()
+			want := exchange(t, tc.Addr, c.raw, 1, c.head)
+			got := exchange(t, fast, c.raw, 1, c.head)
+			if strings.Join(got, "\n---\n") != strings.Join(want, "\n---\n") {
+				t.Errorf("fast path answered\n%s\nnet/http answered\n%s", strings.Join(got, "\n---\n"), strings.Join(want, "\n---\n"))
+			}
+			// The first ten are the fast path's to answer; the rest net/http's.
+			if n, want := fs.Answered()-before, uint64(0); i < 10 && n != 1 || i >= 10 && n != want {
+				t.Errorf("the fast path answered %d requests of this case", n)
+			}
+		})
+	}
+}
+
+// TestFastPathHandsOffMidConnection mixes fast-path and router requests on one connection,
+// pipelined: every answer must come, in order.
+func TestFastPathHandsOffMidConnection(t *testing.T) {
+	tc := newTestCache(t)
+	u := newUpload(t, "mixed", "zstd")
+	u.store(t, tc)
+	fast, fs := startFast(t, tc, 30*time.Second)
+	get := func(p string) string { return "GET " + p + " HTTP/1.1\r\nHost: cache\r\n\r\n" }
+	miss := "/" + storeHash("nothing") + ".narinfo"
+	raw := get(u.NarInfoPath()) + get(miss) + get(u.NarPath) + get(u.NarInfoPath()) + get("/nix-cache-info") + get(miss)
+	got := exchange(t, fast, raw, 6, false)
+	want := exchange(t, tc.Addr, raw, 6, false)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("answer %d: fast path\n%s\nnet/http\n%s", i+1, got[i], want[i])
+		}
+	}
+	if n := fs.Answered(); n != 2 {
+		t.Errorf("the fast path answered %d requests, want the 2 before the NAR", n)
+	}
+	if !strings.HasPrefix(got[2], "200") || !strings.HasSuffix(got[2], string(u.File)) {
+		t.Errorf("the NAR after two fast-path answers did not come whole: %.200q", got[2])
+	}
+}
+
+// TestFastPathLogsAndCounts: a fast-path answer gets the router's access log line and metrics.
+func TestFastPathLogsAndCounts(t *testing.T) {
+	logs := &syncBuffer{}
+	tc := newTestCacheConfig(t, func(c *server.Config) {
+		c.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	fast, _ := startFast(t, tc, 30*time.Second)
+	miss := "/" + storeHash("logged") + ".narinfo"
+	exchange(t, fast, "HEAD "+miss+" HTTP/1.1\r\nHost: cache\r\nX-Request-Id: trace-7\r\n\r\n", 1, true)
+	line := regexp.MustCompile(`msg=request method=HEAD path=` + regexp.QuoteMeta(miss) +
+		` status=404 bytes=0 dur_ms=\d+ remote=127\.0\.0\.1:\d+ req_id=trace-7\n`)
+	if !line.MatchString(logs.String()) {
+		t.Errorf("no access log line for the fast-path answer; log:\n%s", logs.String())
+	}
+	metrics := tc.get(t, "/metrics").Body
+	for _, want := range []string{
+		`cached_narinfo_lookups_total{result="miss"} 1`,
+		`cached_http_requests_total{code="404",method="HEAD",route="/{file}"} 1`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestFastPathSlowHead: a request head that trickles in slower than ReadHeaderTimeout is dropped
+// (slow-loris clients cannot hold connections open), and one that arrives in pieces in time is
+// answered.
+func TestFastPathSlowHead(t *testing.T) {
+	tc := newTestCache(t)
+	fast, _ := startFast(t, tc, 300*time.Millisecond)
+	miss := "/" + storeHash("slow") + ".narinfo"
+	c, err := net.Dial("tcp", fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET "+miss+" HTTP/1.1\r\n")
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(c, "Host: cache\r\n\r\n") // in time
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("head in two pieces: %v, %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	start := time.Now()
+	io.WriteString(c, "GET "+miss+" HTTP/1.1\r\n")
+	for i := 0; i < 20; i++ { // one header byte every 100 ms, never ending
+		if _, err := io.WriteString(c, "X"); err != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("the server answered a head that never ended")
+	}
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("the connection stayed open %v", d)
+	}
+}
+
+// TestFastPathShutdown: Shutdown closes idle connections and returns.
+func TestFastPathShutdown(t *testing.T) {
+	tc := newTestCache(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := server.NewFastServer(tc.Handler, &http.Server{Handler: tc.Handler})
+	done := make(chan error, 1)
+	go func() { done <- fs.Serve(ln) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /"+storeHash("x")+".narinfo HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("%v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := fs.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve returned %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := br.ReadByte(); err == nil || errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		t.Errorf("idle connection still open after Shutdown (read: %v)", err)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
