@@ -12,9 +12,10 @@
 //	client freeport
 //	    print a free TCP port on 127.0.0.1
 //	client sink -listen ADDR
-//	    serve a binary cache that stores nothing: nix-cache-info, 404 for every other GET and
-//	    HEAD, and 200 for every PUT once its body has been read. `nix copy` to it measures what
-//	    the nix client itself needs to upload over HTTP, with no server work at all.
+//	    serve a binary cache that stores nothing but narinfos (nix reads back those of every
+//	    reference): nix-cache-info, the narinfos it was sent, 404 for every other GET and HEAD,
+//	    and 200 for every PUT once its body has been read. `nix copy` to it measures what the
+//	    nix client itself needs to upload over HTTP, with no server work worth the name.
 //
 // Every measuring command prints one JSON object on stdout; with -repeat N it runs N times and
 // reports every run and the median. A wrong status, a short body or a missing URL: line is an
@@ -428,7 +429,9 @@ func cmdFreePort() error {
 	return nil
 }
 
-// cmdSink serves the store-nothing cache of `client sink` until it is killed.
+// cmdSink serves the store-nothing cache of `client sink` until it is killed. It keeps the
+// narinfos it is sent (a few hundred bytes each), because nix reads back the narinfo of every
+// reference before it uploads a path; NAR bodies are read and dropped.
 func cmdSink(args []string) error {
 	fs := flag.NewFlagSet("sink", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
@@ -439,15 +442,39 @@ func cmdSink(args []string) error {
 	}
 	fmt.Printf("sink listening at http://%s\n", ln.Addr())
 	const cacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
+	var mu sync.Mutex
+	narinfos := map[string][]byte{}
 	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		isNarInfo := strings.HasSuffix(r.URL.Path, ".narinfo")
 		switch {
 		case r.Method == http.MethodPut:
-			if _, err := io.Copy(io.Discard, r.Body); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
+			if !isNarInfo {
+				if _, err := io.Copy(io.Discard, r.Body); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+				}
+				return
 			}
+			body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			mu.Lock()
+			narinfos[r.URL.Path] = body
+			mu.Unlock()
 		case r.URL.Path == "/nix-cache-info":
 			w.Header().Set("Content-Type", "text/x-nix-cache-info")
 			io.WriteString(w, cacheInfo)
+		case isNarInfo:
+			mu.Lock()
+			text, ok := narinfos[r.URL.Path]
+			mu.Unlock()
+			if !ok {
+				http.Error(w, "not found", http.StatusNotFound)
+				return
+			}
+			w.Header().Set("Content-Type", "text/x-nix-narinfo")
+			w.Write(text)
 		default:
 			http.Error(w, "not found", http.StatusNotFound)
 		}
