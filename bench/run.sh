@@ -134,6 +134,17 @@ CACHED_DATA=$WORK/srv-data
 FILE_CACHE=$WORK/file-cache
 CACHED_PID=
 CACHED_URL=
+# wait_url FILE SED-SCRIPT PID LOG: prints the URL a starting server writes to FILE (what
+# SED-SCRIPT extracts), within 60 s; prints nothing if it exits or times out first.
+wait_url() {
+	local url
+	for _ in $(seq 1 600); do
+		url=$(sed -n "$2" "$1" | head -n1)
+		[ -n "$url" ] && { echo "$url"; return 0; }
+		kill -0 "$3" 2>/dev/null || return 0
+		sleep 0.1
+	done
+}
 start_cached() { # phase [extra args...]
 	local phase=$1
 	shift
@@ -141,14 +152,8 @@ start_cached() { # phase [extra args...]
 	"$SERVER" serve --data "$CACHED_DATA" --listen 127.0.0.1:0 "$@" >"$outf" 2>"$WORK/cached-$phase.log" &
 	CACHED_PID=$!
 	PIDS+=("$CACHED_PID")
-	CACHED_URL=
-	for _ in $(seq 1 600); do
-		CACHED_URL=$(sed -n 's/^cached is serving .* at \(http:[^ ]*\)$/\1/p' "$outf" | head -n1)
-		[ -n "$CACHED_URL" ] && break
-		kill -0 "$CACHED_PID" 2>/dev/null || die "cached exited at start: $(tail -n 20 "$WORK/cached-$phase.log")"
-		sleep 0.1
-	done
-	[ -n "$CACHED_URL" ] || die "cached did not start within 60 s"
+	CACHED_URL=$(wait_url "$outf" 's/^cached is serving .* at \(http:[^ ]*\)$/\1/p' "$CACHED_PID" "$WORK/cached-$phase.log")
+	[ -n "$CACHED_URL" ] || die "cached did not start within 60 s: $(tail -n 20 "$WORK/cached-$phase.log")"
 	log "cached ($phase) pid $CACHED_PID at $CACHED_URL"
 }
 vmhwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -244,12 +249,7 @@ SINK_OUT=$WORK/sink.out
 "$CLIENT" sink -listen 127.0.0.1:0 >"$SINK_OUT" 2>"$WORK/sink.log" &
 SINK_PID=$!
 PIDS+=("$SINK_PID")
-SINK_URL=
-for _ in $(seq 1 100); do
-	SINK_URL=$(sed -n 's/^sink listening at \(http:[^ ]*\)$/\1/p' "$SINK_OUT" | head -n1)
-	[ -n "$SINK_URL" ] && break
-	sleep 0.1
-done
+SINK_URL=$(wait_url "$SINK_OUT" 's/^sink listening at \(http:[^ ]*\)$/\1/p' "$SINK_PID" "$WORK/sink.log")
 [ -n "$SINK_URL" ] || die "the store-nothing server did not start: $(cat "$WORK/sink.log")"
 log "uploading to $SINK_URL (a server that stores nothing)"
 t0=$(now)

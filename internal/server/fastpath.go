@@ -245,7 +245,7 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 		return false
 	}
 	r.path, r.hash = line[:pathLen], line[1:33]
-	if !validHashBytes(r.hash) {
+	if !cache.ValidStoreHash(string(r.hash)) { // 32 bytes: converted on the stack
 		return false
 	}
 	hosts := 0
@@ -360,21 +360,6 @@ func isHostChar(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_'
 }
 
-// validHashBytes is cache.ValidStoreHash for bytes, without the conversion.
-func validHashBytes(b []byte) bool {
-	if len(b) != 32 {
-		return false
-	}
-	for _, c := range b {
-		if bytes.IndexByte([]byte(nixBase32Alphabet), c) < 0 {
-			return false
-		}
-	}
-	return true
-}
-
-const nixBase32Alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
-
 // answer writes the answer to req into fc's buffer, as getNarInfo would, and records it. It
 // reports false, having written nothing, when the lookup fails in a way only the router's error
 // handling should answer.
@@ -385,8 +370,8 @@ func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 	if err != nil && err != cache.ErrNotFound {
 		return false
 	}
-	id := incomingRequestIDBytes(req.requestID)
-	if id == "" {
+	id := string(req.requestID)
+	if !validRequestID(id) {
 		id = newRequestID()
 	}
 	w := fc.bw
@@ -469,19 +454,6 @@ func (f *FastServer) dateLine(now time.Time) []byte {
 	line = append(line, "\r\n"...)
 	f.date.Store(&dateLine{sec: sec, line: line})
 	return line
-}
-
-// incomingRequestIDBytes is incomingRequestID for a header value the fast path read.
-func incomingRequestIDBytes(v []byte) string {
-	if len(v) == 0 || len(v) > 64 {
-		return ""
-	}
-	for _, c := range v {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
-			return ""
-		}
-	}
-	return string(v)
 }
 
 // handoffListener is how connections reach net/http: Accept returns what the fast path handed

@@ -204,17 +204,24 @@ func (s *Server) record(ctx context.Context, a answered) {
 // incomingRequestID returns the client's (or a proxy's) X-Request-Id when it is safe to repeat in
 // logs and headers: 1 to 64 characters of [A-Za-z0-9._:-]. Anything else is replaced.
 func incomingRequestID(r *http.Request) string {
-	id := r.Header.Get("X-Request-Id")
+	if id := r.Header.Get("X-Request-Id"); validRequestID(id) {
+		return id
+	}
+	return ""
+}
+
+// validRequestID reports whether a client's request ID may be repeated in logs and headers.
+func validRequestID(id string) bool {
 	if id == "" || len(id) > 64 {
-		return ""
+		return false
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
-			return ""
+			return false
 		}
 	}
-	return id
+	return true
 }
 
 // newRequestID returns 16 random hex digits: unique enough to find one request in the logs, and
