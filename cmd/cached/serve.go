@@ -42,7 +42,7 @@ type serveCmd struct {
 	TLSKey            string        `help:"Private key (PEM) for --tls-cert." type:"path" name:"tls-key"`
 	AccessLog         string        `help:"Which requests get a log line: all, errors (writes and failures; successful reads only with --log-level debug) or none (server errors only)." default:"all" enum:"all,errors,none"`
 	Private           bool          `help:"Require a token with read scope for every read (nix sends its netrc credentials on reads too)."`
-	NarinfoFastPath   bool          `help:"Answer plain HTTP/1.1 narinfo GET and HEAD requests without net/http's per-request work (same answers, logs and metrics); anything else on a connection goes to net/http. Not used with --tls-cert or --private." default:"true" negatable:""`
+	FastPath          bool          `help:"Answer plain HTTP/1.1 GET and HEAD requests for narinfos and for whole NARs on the disk backend without net/http's per-request work (same answers, logs and metrics); anything else on a connection goes to net/http. Not used with --tls-cert or --private." default:"true" negatable:""`
 	PprofListen       string        `help:"Serve Go's profiling endpoints (/debug/pprof/) on this separate address, e.g. 127.0.0.1:6060; off when empty. Never expose it publicly." placeholder:"ADDR"`
 }
 
@@ -196,7 +196,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	}
 
 	var fast *server.FastServer
-	if c.NarinfoFastPath && c.TLSCert == "" && !c.Private {
+	if c.FastPath && c.TLSCert == "" && !c.Private {
 		fast = server.NewFastServer(srv, httpSrv)
 	}
 	errCh := make(chan error, 1)

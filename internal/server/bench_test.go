@@ -1,9 +1,15 @@
 package server_test
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // The narinfo lookup is the hot path: substituters ask for every path of a closure, and most
@@ -31,4 +37,79 @@ func benchGet(b *testing.B, tc *testCache, path string, want int) {
 			b.Fatalf("GET %s: %d, want %d", path, rec.Code, want)
 		}
 	}
+}
+
+// The same through the fast path on a loopback connection, as a substituter sees it: one
+// keep-alive connection, one request at a time. Allocations are the server's (the client below
+// allocates nothing per request) plus the runtime's.
+
+func BenchmarkFastPathNarInfoHit(b *testing.B) {
+	tc := newTestCache(b)
+	u := newUpload(b, "bench", "zstd")
+	u.store(b, tc)
+	benchFast(b, tc, u.NarInfoPath(), "200")
+}
+
+func BenchmarkFastPathNarInfoMiss(b *testing.B) {
+	benchFast(b, newTestCache(b), "/"+storeHash("missing")+".narinfo", "404")
+}
+
+func BenchmarkFastPathNar(b *testing.B) {
+	tc := newTestCache(b)
+	u := newUpload(b, "bench", "zstd")
+	u.store(b, tc)
+	benchFast(b, tc, u.NarPath, "200")
+}
+
+func benchFast(b *testing.B, tc *testCache, path, wantStatus string) {
+	addr, fs := startFast(b, tc, 30*time.Second)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req := []byte("GET " + path + " HTTP/1.1\r\nHost: cache\r\nX-Request-Id: bench\r\n\r\n")
+	br := bufio.NewReaderSize(c, 64<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if err := readAnswer(br, wantStatus); err != nil {
+			b.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	b.StopTimer()
+	if fs.Answered() == 0 {
+		b.Fatal("the fast path answered nothing")
+	}
+}
+
+// readAnswer reads one answer with a Content-Length body and checks its status code, without
+// allocating.
+func readAnswer(br *bufio.Reader, wantStatus string) error {
+	length := int64(-1)
+	for first := true; ; first = false {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if first && !bytes.HasPrefix(line, []byte("HTTP/1.1 "+wantStatus+" ")) {
+			return fmt.Errorf("answer %q", line)
+		}
+		if len(line) == 2 {
+			break
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+			length = 0
+			for _, c := range bytes.TrimSpace(v) {
+				length = length*10 + int64(c-'0')
+			}
+		}
+	}
+	if length < 0 {
+		return errors.New("no Content-Length")
+	}
+	_, err := br.Discard(int(length))
+	return err
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,22 +17,26 @@ import (
 	"github.com/cached-dev/cached/internal/cache"
 )
 
-// The narinfo fast path. A substituter's traffic is mostly narinfo GETs and HEADs, most of them
-// misses, and net/http's per-request work (parsing every header into a map, a Request and a
-// response, the router and the middleware) costs more than the lookup itself: a plain net/http
-// server answering a fixed 404 is about 35% slower than nginx answering it from disk.
+// The fast path. A substituter's traffic is mostly narinfo GETs and HEADs, most of them misses,
+// then NAR downloads, and net/http's per-request work (parsing every header into a map, a
+// Request and a response, a goroutine watching the connection, the router and the middleware)
+// costs more than the lookup itself: a plain net/http server answering a fixed 404 is about 35%
+// slower than nginx answering it from disk, and a small NAR through http.ServeContent took half
+// as long again as nginx's.
 //
 // FastServer reads each request head on a plain HTTP/1.1 connection itself. When the request is
-// exactly GET or HEAD /<store hash>.narinfo over HTTP/1.1, with no body, no upgrade and nothing
-// unusual in its head, it is answered here, with the same headers, log line and metrics as the
-// router would give it. Anything else (a NAR, an upload, a query string, an odd header, a
-// malformed head, HTTP/1.0, an h2c preface, a lookup that fails) hands the connection, with the
-// bytes already read, to net/http for the rest of its life, which answers it as before. The fast
-// path therefore never refuses anything itself: it only accepts what it fully understands.
+// exactly GET or HEAD /<store hash>.narinfo, or GET or HEAD of a whole NAR the disk backend holds,
+// over HTTP/1.1, with no body, no upgrade and nothing unusual in its head, it is answered here,
+// with the same headers, log line and metrics as the router would give it; a NAR goes out with
+// sendfile, its head in the same segment. Anything else (an upload, a Range or conditional NAR
+// request, a NAR under its uploaded name, a NAR on S3, a query string, an odd header, a malformed
+// head, HTTP/1.0, an h2c preface, a lookup that fails) hands the connection, with the bytes
+// already read, to net/http for the rest of its life, which answers it as before. The fast path
+// therefore never refuses anything itself: it only accepts what it fully understands.
 //
 // It is off for --private caches (every read needs a token) and over TLS.
 
-// FastServer serves a listener with the narinfo fast path in front of an http.Server.
+// FastServer serves a listener with the fast path in front of an http.Server.
 type FastServer struct {
 	s       *Server
 	hs      *http.Server
@@ -43,8 +48,9 @@ type FastServer struct {
 	wg      sync.WaitGroup
 	ln      net.Listener
 
-	date     atomic.Pointer[dateLine] // the Date header, formatted once a second
-	answered atomic.Uint64
+	date          atomic.Pointer[dateLine] // the Date header, formatted once a second
+	answered      atomic.Uint64
+	narsElsewhere atomic.Bool // the backend's NARs are not local files: the router sends them
 }
 
 // Answered is how many requests the fast path has answered itself.
@@ -111,11 +117,12 @@ func (f *FastServer) Shutdown(ctx context.Context) error {
 
 // fastConn is one connection the fast path is reading.
 type fastConn struct {
-	c      net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	remote string
-	idle   atomic.Bool // waiting for the next request
+	c       net.Conn
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	remote  string
+	idle    atomic.Bool // waiting for the next request
+	scratch []byte      // the head of a NAR answer
 }
 
 // fastHeadMax bounds a request head the fast path reads; a longer one goes to net/http (whose
@@ -158,7 +165,10 @@ func (f *FastServer) serveConn(c net.Conn) {
 		}
 		var req fastRequest
 		ok := head != nil && !f.s.cfg.Private && parseFastRequest(head, &req)
-		if ok {
+		switch {
+		case ok && req.nar:
+			ok = f.answerNar(fc, &req)
+		case ok:
 			ok = f.answer(fc, &req)
 		}
 		if !ok {
@@ -215,12 +225,17 @@ var crlfcrlf = []byte("\r\n\r\n")
 // connection's read buffer and are valid until the head is discarded.
 type fastRequest struct {
 	head        bool   // HEAD, else GET
-	path        []byte // "/<hash>.narinfo"
-	hash        []byte
+	nar         bool   // a NAR, else a narinfo
+	path        []byte // "/<hash>.narinfo" or "/nar/<file hash>.nar[.ext]"
+	hash        []byte // the store hash of a narinfo, the file hash of a NAR
 	ifNoneMatch []byte
 	requestID   []byte
 	close       bool // Connection: close
+	conditional bool // a Range or an If-* header other than If-None-Match
 }
+
+// narPathMax bounds the path of a NAR the fast path answers: "/nar/" + 52 + ".nar.zst".
+const narPathMax = len("/nar/") + 52 + len(".nar.zst")
 
 // parseFastRequest parses head (request line, header lines, blank line) into r, and reports
 // whether the fast path may answer it. It is strict: anything it does not fully understand is
@@ -239,13 +254,8 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 	default:
 		return false
 	}
-	const pathLen = 1 + 32 + len(".narinfo")
-	if len(line) != pathLen+len(" HTTP/1.1") || line[0] != '/' ||
-		!bytes.Equal(line[33:pathLen], []byte(".narinfo")) || !bytes.Equal(line[pathLen:], []byte(" HTTP/1.1")) {
-		return false
-	}
-	r.path, r.hash = line[:pathLen], line[1:33]
-	if !cache.ValidStoreHash(string(r.hash)) { // 32 bytes: converted on the stack
+	target, ok := bytes.CutSuffix(line, []byte(" HTTP/1.1"))
+	if !ok || !parseFastTarget(target, r) {
 		return false
 	}
 	hosts := 0
@@ -255,7 +265,7 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 			return false
 		}
 		if len(line) == 0 {
-			return hosts == 1 && len(rest) == 0
+			return hosts == 1 && len(rest) == 0 && !(r.nar && (r.conditional || r.ifNoneMatch != nil))
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
@@ -301,11 +311,32 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 					return false // upgrade, or a hop-by-hop header net/http should see
 				}
 			}
+		case asciiEqualFold(name, "range"), len(name) > 3 && asciiEqualFold(name[:3], "if-"):
+			r.conditional = true // http.ServeContent's business, for a NAR
 		case asciiEqualFold(name, "content-length"), asciiEqualFold(name, "transfer-encoding"),
 			asciiEqualFold(name, "expect"), asciiEqualFold(name, "upgrade"), asciiEqualFold(name, "http2-settings"):
 			return false // a body, or something to negotiate: net/http's business
 		}
 	}
+}
+
+// parseFastTarget takes the request target: exactly /<store hash>.narinfo or
+// /nar/<file hash>.nar[.xz|.zst|.bz2|.br], nothing escaped, no query.
+func parseFastTarget(t []byte, r *fastRequest) bool {
+	const narInfoLen = 1 + 32 + len(".narinfo")
+	if len(t) == narInfoLen && t[0] == '/' && bytes.Equal(t[33:], []byte(".narinfo")) {
+		r.path, r.hash = t, t[1:33]
+		return cache.ValidStoreHash(string(r.hash)) // 32 bytes: converted on the stack
+	}
+	if len(t) > narPathMax || !bytes.HasPrefix(t, []byte("/nar/")) {
+		return false
+	}
+	nn, err := cache.ParseNarName(string(t[1:]))
+	if err != nil {
+		return false
+	}
+	r.path, r.hash, r.nar = t, t[5:5+len(nn.FileHash)], true
+	return true
 }
 
 // cutLine cuts one CRLF-terminated line off b; a bare LF or CR is not a line ending here.
@@ -426,17 +457,96 @@ func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 	return true
 }
 
+// answerNar sends a NAR of the disk backend as getNar would: http.ServeContent's headers for a
+// whole file, then the file through sendfile. It reports false, having written nothing, for
+// anything else (a NAR that is missing, which may be an uploaded name the router recompresses;
+// an object that is not a local file; an error), which the router then answers. A failure once
+// the answer has begun closes the connection (req.close), as net/http does.
+func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
+	if f.narsElsewhere.Load() {
+		return false
+	}
+	start := time.Now()
+	name := string(req.path[1:])
+	obj, err := f.s.cache.Open(context.Background(), name)
+	if err != nil {
+		return false
+	}
+	defer obj.Close()
+	of, ok := obj.(interface{ OSFile() *os.File })
+	if !ok {
+		// Not the disk backend: every NAR is the router's, which streams it.
+		f.narsElsewhere.Store(true)
+		return false
+	}
+	info := obj.Info()
+	id := string(req.requestID)
+	if !validRequestID(id) {
+		id = newRequestID()
+	}
+	h := append(fc.scratch[:0], "HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\nCache-Control: "...)
+	h = append(h, f.s.hdr.narCache...)
+	h = append(h, "\r\nContent-Length: "...)
+	h = strconv.AppendInt(h, info.Size, 10)
+	h = append(h, "\r\nContent-Type: application/x-nix-nar\r\nEtag: \""...)
+	h = append(h, req.hash...)
+	h = append(h, "\"\r\n"...)
+	if t := info.ModTime; !t.IsZero() && !t.Equal(time.Unix(0, 0)) { // as http.ServeContent
+		h = append(h, "Last-Modified: "...)
+		h = t.UTC().AppendFormat(h, http.TimeFormat)
+		h = append(h, "\r\n"...)
+	}
+	h = f.appendTail(h, id, req.close, start)
+	fc.scratch = h
+	f.answered.Add(1) // before a byte goes out: a client that has the answer sees it counted
+	firstByte := time.Now()
+	var sent int64
+	switch {
+	case req.head:
+		fc.bw.Write(h) // sent with whatever follows
+	case fc.bw.Buffered() > 0: // answers to pipelined requests are waiting: they go first
+		fc.bw.Write(h)
+		err = fc.bw.Flush()
+	default:
+		err = writeMore(fc.c, h)
+	}
+	if err == nil && !req.head {
+		// *os.File to *net.TCPConn: the kernel copies it (sendfile).
+		sent, err = io.CopyN(fc.c, of.OSFile(), info.Size)
+	}
+	method := http.MethodGet
+	if req.head {
+		method = http.MethodHead
+	} else if err == nil {
+		f.s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
+	}
+	if err != nil {
+		req.close = true // the client got a short answer; only a closed connection says so
+	}
+	f.s.record(context.Background(), answered{
+		method: method, path: string(req.path), remote: fc.remote, id: id, route: "/nar/{file}",
+		status: http.StatusOK, sent: sent, start: start, firstByte: firstByte, err: err,
+	})
+	return true
+}
+
 // writeTail ends the header block as net/http does: X-Request-Id, Connection when closing,
 // then Date.
 func (f *FastServer) writeTail(w *bufio.Writer, id string, closing bool, now time.Time) {
-	w.WriteString("X-Request-Id: ")
-	w.WriteString(id)
-	w.WriteString("\r\n")
+	var b [192]byte // X-Request-Id is at most 64 bytes
+	w.Write(f.appendTail(b[:0], id, closing, now))
+}
+
+// appendTail appends what writeTail writes to b.
+func (f *FastServer) appendTail(b []byte, id string, closing bool, now time.Time) []byte {
+	b = append(b, "X-Request-Id: "...)
+	b = append(b, id...)
+	b = append(b, "\r\n"...)
 	if closing {
-		w.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	}
-	w.Write(f.dateLine(now))
-	w.WriteString("\r\n")
+	b = append(b, f.dateLine(now)...)
+	return append(b, "\r\n"...)
 }
 
 // dateLine is "Date: <IMF-fixdate>\r\n" for now, formatted at most once a second.

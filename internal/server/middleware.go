@@ -147,7 +147,7 @@ type answered struct {
 }
 
 // record writes the log line of an answered request and records its metrics: for requests
-// through the router (logRequests) and for those the narinfo fast path answers (fastpath.go).
+// through the router (logRequests) and for those the fast path answers (fastpath.go).
 func (s *Server) record(ctx context.Context, a answered) {
 	dur := time.Since(a.start)
 	var firstByte time.Duration

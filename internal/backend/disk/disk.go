@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cached-dev/cached/internal/backend"
@@ -137,7 +138,7 @@ func (b *Backend) Open(ctx context.Context, name string) (backend.Object, error)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	f, err := openRead(p)
 	if err != nil {
 		return nil, mapErr(name, err)
 	}
@@ -258,4 +259,21 @@ func mapErr(name string, err error) error {
 		return fmt.Errorf("%s: %w", name, backend.ErrNotExist)
 	}
 	return fmt.Errorf("%s: %w", name, err)
+}
+
+// openRead opens a file for reading, as os.Open does, without trying to register it with the
+// network poller: os.Open makes every file non-blocking, asks epoll to take it, and for a
+// regular file (which epoll refuses) makes it blocking again, four fcntl calls and an
+// epoll_ctl on every NAR served. A regular file is read blocking anyway.
+func openRead(p string) (*os.File, error) {
+	for {
+		fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "open", Path: p, Err: err}
+		}
+		return os.NewFile(uintptr(fd), p), nil
+	}
 }
