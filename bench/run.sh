@@ -8,6 +8,8 @@
 #   BENCH_SMALL=1          quick corpus (~50 paths, ~200 MiB, 96 MiB big NAR) for development
 #   BENCH_OUT=DIR          where the corpus manifest, work files and results go (bench/out)
 #   BENCH_REPEAT=N         rounds per row (nginx then cached), the median is reported (3; small: 2)
+#   BENCH_NAR_REPEAT=N     rounds of the NAR rows, which take about a second each and vary the
+#                          most between rounds (7; small: 5)
 #   BENCH_WRK_SECONDS=N    duration of each narinfo load test (10; small: 5)
 #   BENCH_WRK_THREADS=N    wrk threads (2)
 #   BENCH_WRK_REPEAT=N     runs per narinfo load test, the median is reported (BENCH_REPEAT)
@@ -26,6 +28,7 @@ if [ "$SMALL" = 1 ]; then
 	BIG_MIB=${BENCH_BIG_MIB:-96}
 	CHAIN=${BENCH_CHAIN:-4}
 	REPEAT=${BENCH_REPEAT:-2}
+	NAR_REPEAT=${BENCH_NAR_REPEAT:-5}
 	WRK_SECONDS=${BENCH_WRK_SECONDS:-5}
 else
 	CORPUS_NAME=full
@@ -34,6 +37,7 @@ else
 	BIG_MIB=${BENCH_BIG_MIB:-1100}
 	CHAIN=${BENCH_CHAIN:-12}
 	REPEAT=${BENCH_REPEAT:-3}
+	NAR_REPEAT=${BENCH_NAR_REPEAT:-7}
 	WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
 fi
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
@@ -351,8 +355,8 @@ for s in nginx cached; do
 done
 NARS_MIB=$(awk -F'\t' '{ s += $3 } END { printf "%.0f", s / 1048576 }' "$WORK/nars-cached.tsv")
 for c in 1 4 16; do
-	log "row: every NAR, $c stream(s) (x$REPEAT)"
-	for r in $(seq 1 "$REPEAT"); do
+	log "row: every NAR, $c stream(s) (x$NAR_REPEAT)"
+	for r in $(seq 1 "$NAR_REPEAT"); do
 		for s in nginx cached; do
 			measured "$s" "$RAW/$s-nars-c$c-$r.json" "$CLIENT" nars -base "$(url_of $s)" -list "$WORK/nars-$s.tsv" -c "$c"
 		done
@@ -363,8 +367,8 @@ done
 row nars_c1_cpu_s "server CPU time for all NARs, 1 stream" s lower \
 	"$(median .server_cpu_s "$RAW"/nginx-nars-c1-*.json)" "$(median .server_cpu_s "$RAW"/cached-nars-c1-*.json)"
 
-log "row: big NAR, one stream (x$REPEAT)"
-for r in $(seq 1 "$REPEAT"); do
+log "row: big NAR, one stream (x$NAR_REPEAT)"
+for r in $(seq 1 "$NAR_REPEAT"); do
 	for s in nginx cached; do
 		big_url=$(awk -F'\t' -v h="$BIG_HASH" '$1 == h { print $2 }' "$WORK/nars-$s.tsv")
 		[ -n "$big_url" ] || die "no NAR URL for the big NAR in $WORK/nars-$s.tsv"
@@ -460,13 +464,13 @@ jq -R -s \
 	--arg dirty "$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo true || echo false)" \
 	--arg nix "$(nix --version)" --arg nginx "$("$NGINX" -v 2>&1)" --arg wrk "$(wrk -v 2>&1 | head -n1)" \
 	--arg kernel "$(uname -r)" --argjson cpus "$(nproc)" --arg loadStart "$LOAD_START" --arg loadEnd "$LOAD_END" \
-	--arg go "$(go version)" --argjson repeat "$REPEAT" --argjson wrkSeconds "$WRK_SECONDS" --argjson wrkRepeat "$WRK_REPEAT" \
+	--arg go "$(go version)" --argjson repeat "$REPEAT" --argjson narRepeat "$NAR_REPEAT" --argjson wrkSeconds "$WRK_SECONDS" --argjson wrkRepeat "$WRK_REPEAT" \
 	--slurpfile raw <(for f in "$RAW"/*.json; do jq -c --arg k "$(basename "$f" .json)" '{($k): .}' "$f"; done | jq -s 'add') \
 	'{
 	  timestamp: $ts,
 	  machine: {cpus: $cpus, kernel: $kernel, loadavg_before: $loadStart, loadavg_after: $loadEnd},
 	  versions: {cached_commit: $commit, worktree_dirty: ($dirty == "true"), go: $go, nix: $nix, nginx: $nginx, wrk: $wrk},
-	  settings: {repeat: $repeat, wrk_repeat: $wrkRepeat, wrk_seconds: $wrkSeconds, wrk_connections: 64},
+	  settings: {repeat: $repeat, nar_repeat: $narRepeat, wrk_repeat: $wrkRepeat, wrk_seconds: $wrkSeconds, wrk_connections: 64},
 	  corpus: {name: $corpus, store_paths: $paths, nar_bytes: $narBytes, big_nar_bytes: $bigNarBytes,
 	           file_cache_bytes: $fileCacheBytes, cached_store_bytes: $cachedStoreBytes},
 	  rss_kib: {cached_upload_peak: $uploadRss, cached_serve_peak: $serveRss, nginx_serve_peak: $nginxRss},
