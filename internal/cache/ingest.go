@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -26,6 +27,11 @@ type ingestResult struct {
 	compression  string          // compression of the stored file
 }
 
+// ingestBuffer is how much of an upload is read at a time: the decompressors ask for a few
+// bytes at a time between blocks, and each read of the body would otherwise be one write to the
+// stored file and one hand-over between goroutines.
+const ingestBuffer = 256 << 10
+
 // ingest streams an uploaded NAR file (named by nn, in nn.Compression) once: it hashes the
 // uploaded bytes, decompresses and validates the NAR while hashing it, and, when target differs
 // from the upload's compression, recompresses it. store receives the bytes to keep (the upload
@@ -50,7 +56,7 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		var src io.Reader
 		var enc io.WriteCloser
 		if transcode {
-			src = io.TeeReader(body, uploaded)
+			src = bufio.NewReaderSize(io.TeeReader(body, uploaded), ingestBuffer)
 			var err error
 			enc, err = compressor(target, io.MultiWriter(storedHash, pw), c.opts)
 			if err != nil {
@@ -64,7 +70,7 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 				}
 			}()
 		} else {
-			src = io.TeeReader(body, io.MultiWriter(uploaded, pw))
+			src = bufio.NewReaderSize(io.TeeReader(body, io.MultiWriter(uploaded, pw)), ingestBuffer)
 		}
 		dec, err := decompressor(nn.Compression, src)
 		if err != nil {
