@@ -399,7 +399,7 @@ run_wrk() { # server kind(hit|miss) paths-file out-file
 }
 wrk_rows() { # kind label-suffix cached-tag
 	local kind=$1 sfx=$2 tag=$3 n c
-	n=("$RAW"/nginx-wrk-$kind-*.json)
+	n=("$RAW"/nginx-wrk-$kind$tag-*.json)
 	c=("$RAW"/cached-wrk-$kind$tag-*.json)
 	row "narinfo_${kind}${tag}_rps" "narinfo $kind req/s, $WRK_CONNS conns$sfx" req/s higher \
 		"$(median .req_per_sec "${n[@]}")" "$(median .req_per_sec "${c[@]}")"
@@ -430,7 +430,7 @@ row peak_rss_serve_mib "peak RSS while serving (nginx: master+workers)" MiB lowe
 if [ "$QUIET_ROWS" = 1 ]; then
 	# cached writes one log line per request by default; nginx here has access_log off. These
 	# rows show what that line costs: cached restarted without it (--access-log none, or
-	# --log-level warn on versions without that flag), against the nginx runs above.
+	# --log-level warn on versions without that flag), against nginx measured again beside it.
 	if "$SERVER" serve --help 2>/dev/null | grep -q -- '--access-log'; then
 		quiet_args=(--access-log none)
 	else
@@ -441,7 +441,8 @@ if [ "$QUIET_ROWS" = 1 ]; then
 	for kind in hit miss; do
 		log "row: narinfo $kind, cached ${quiet_args[*]} (x$WRK_REPEAT)"
 		wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d2s -s "$BENCH_DIR/narinfo.lua" "$CACHED_URL" -- "$(paths_of $kind)" >/dev/null
-		for r in $(seq 1 "$WRK_REPEAT"); do
+		for r in $(seq 1 "$WRK_REPEAT"); do # nginx again, beside it: the machine drifts
+			run_wrk nginx "$kind" "$(paths_of $kind)" "$RAW/nginx-wrk-${kind}_quiet-$r.json"
 			run_wrk cached "$kind" "$(paths_of $kind)" "$RAW/cached-wrk-${kind}_quiet-$r.json"
 		done
 		wrk_rows "$kind" " (cached ${quiet_args[*]})" _quiet
