@@ -4,14 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"net/http"
+	"strings"
 	"testing"
 )
 
 // FuzzParseFastRequest holds the fast path's parser to net/http's: whatever it accepts, net/http
-// must parse as the same GET or HEAD of the same narinfo, with no body, one Host and the same
-// Connection: close; and it never panics.
+// must parse as the same GET or HEAD of the same narinfo or NAR, with no body, one Host and the
+// same Connection: close, and for a NAR without Range or If-* headers; and it never panics.
 func FuzzParseFastRequest(f *testing.F) {
 	const p = "/0mi1kxrmw4kxpjv3p3vmvkd8yg0dk25s.narinfo"
+	const nar = "/nar/1b0fdrgxak6g2y95vkhw9ljhmf3c8q4kd9l2jh7lmqwcrdiniq3d.nar"
 	for _, seed := range []string{
 		"GET " + p + " HTTP/1.1\r\nHost: cache\r\n\r\n",
 		"HEAD " + p + " HTTP/1.1\r\nHost: 127.0.0.1:5000\r\nUser-Agent: curl/7.88.1 Nix/2.8.0\r\nAccept: */*\r\n\r\n",
@@ -20,6 +22,10 @@ func FuzzParseFastRequest(f *testing.F) {
 		"GET " + p + " HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
 		"GET " + p + "?a HTTP/1.1\r\nHost: a\r\n\r\n",
 		"GET " + p + " HTTP/1.1\r\nHost: a\r\n b\r\n\r\n",
+		"GET " + nar + " HTTP/1.1\r\nHost: cache\r\n\r\n",
+		"HEAD " + nar + ".xz HTTP/1.1\r\nHost: cache\r\nConnection: close\r\n\r\n",
+		"GET " + nar + ".zst HTTP/1.1\r\nHost: cache\r\nRange: bytes=1-2\r\n\r\n",
+		"GET " + nar + ".bz2 HTTP/1.1\r\nHost: cache\r\nIf-Modified-Since: x\r\n\r\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -51,6 +57,13 @@ func FuzzParseFastRequest(f *testing.F) {
 			t.Fatalf("%q: several If-None-Match", head)
 		case req.Header.Get("If-None-Match") != string(r.ifNoneMatch):
 			t.Fatalf("%q: If-None-Match %q, net/http %q", head, r.ifNoneMatch, req.Header.Get("If-None-Match"))
+		}
+		if r.nar { // a NAR is answered whole: nothing http.ServeContent would look at
+			for k := range req.Header {
+				if k == "Range" || strings.HasPrefix(k, "If-") {
+					t.Fatalf("%q: NAR answered whole, net/http sees %s", head, k)
+				}
+			}
 		}
 	})
 }
