@@ -2,8 +2,8 @@
 # bench/sendfile.sh — does cached hand NAR bodies to the kernel (sendfile), as nginx does?
 # Uploads one store path (the Go toolchain's bin/, a few MiB of zstd NAR) to a fresh cached,
 # restarts cached under `strace -f -e trace=sendfile`, downloads the NAR once and prints the
-# sendfile calls the download made. Exit status 0 when they carry the NAR (all but the first 512 bytes,
-# which net/http writes itself), 1 otherwise.
+# sendfile calls the download made. Exit status 0 when they carry the NAR (all of it through the
+# fast path; all but the first 512 bytes through net/http), 1 otherwise.
 #
 #   bench/sendfile.sh            (BENCH_KEEP=1 keeps the work directory)
 set -euo pipefail
@@ -86,10 +86,12 @@ sent=$(tail -n +"$((lines_before + 1))" "$TRACE" | sed -n 's/.*sendfile(.*)[[:sp
 echo "strace -f -e trace=sendfile on cached while downloading $nar_url ($nar_size bytes):"
 tail -n +"$((lines_before + 1))" "$TRACE" | grep 'sendfile(' | head -n 5 | sed 's/^/  /'
 [ "$calls" -gt 5 ] && echo "  ... ($calls calls in all)"
-# net/http writes the first 512 bytes itself (it reads them before switching to ReadFrom, for
-# content sniffing), so a body sent by the kernel shows up as all but those.
+# The fast path (the default) sends the whole file with sendfile. Through net/http (with
+# --no-fast-path, or a Range request) the first 512 bytes are written by net/http itself (it
+# reads them before switching to ReadFrom, for content sniffing), so a body sent by the kernel
+# shows up as all but those.
 if [ "$calls" -gt 0 ] && [ "$sent" -ge $((nar_size - 512)) ]; then
-	echo "sendfile: YES — $calls sendfile calls sent $sent of the NAR's $nar_size bytes ($((nar_size - sent)) written by net/http before it switched to sendfile)"
+	echo "sendfile: YES — $calls sendfile calls sent $sent of the NAR's $nar_size bytes ($((nar_size - sent)) written from userspace first)"
 	exit 0
 fi
 echo "sendfile: NO — $calls sendfile calls, $sent bytes (NAR is $nar_size bytes): the body went through userspace"
