@@ -53,10 +53,11 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 	var narSize int64
 
 	produce := func() error {
-		var src io.Reader
+		// The uploaded bytes are hashed, and kept as they are unless they are recompressed.
+		kept := io.MultiWriter(uploaded, pw)
 		var enc io.WriteCloser
 		if transcode {
-			src = bufio.NewReaderSize(io.TeeReader(body, uploaded), ingestBuffer)
+			kept = uploaded
 			var err error
 			enc, err = compressor(target, io.MultiWriter(storedHash, pw), c.opts)
 			if err != nil {
@@ -69,9 +70,8 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 					enc.Close()
 				}
 			}()
-		} else {
-			src = bufio.NewReaderSize(io.TeeReader(body, io.MultiWriter(uploaded, pw)), ingestBuffer)
 		}
+		src := bufio.NewReaderSize(io.TeeReader(body, kept), ingestBuffer)
 		dec, err := decompressor(nn.Compression, src)
 		if err != nil {
 			return inputErr("Compression", "%s: %w", nn.Name, err)

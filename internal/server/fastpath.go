@@ -226,12 +226,28 @@ var crlfcrlf = []byte("\r\n\r\n")
 type fastRequest struct {
 	head        bool   // HEAD, else GET
 	nar         bool   // a NAR, else a narinfo
+	narPath     string // path of a NAR, as a string (its object name is narPath[1:])
 	path        []byte // "/<hash>.narinfo" or "/nar/<file hash>.nar[.ext]"
 	hash        []byte // the store hash of a narinfo, the file hash of a NAR
 	ifNoneMatch []byte
 	requestID   []byte
 	close       bool // Connection: close
 	conditional bool // a Range or an If-* header other than If-None-Match
+}
+
+// id is the request's X-Request-Id when it is safe to repeat, else a new one (as the router's).
+func (r *fastRequest) id() string {
+	if id := string(r.requestID); validRequestID(id) {
+		return id
+	}
+	return newRequestID()
+}
+
+func (r *fastRequest) method() string {
+	if r.head {
+		return http.MethodHead
+	}
+	return http.MethodGet
 }
 
 // narPathMax bounds the path of a NAR the fast path answers: "/nar/" + 52 + ".nar.zst".
@@ -331,11 +347,12 @@ func parseFastTarget(t []byte, r *fastRequest) bool {
 	if len(t) > narPathMax || !bytes.HasPrefix(t, []byte("/nar/")) {
 		return false
 	}
-	nn, err := cache.ParseNarName(string(t[1:]))
+	p := string(t)
+	nn, err := cache.ParseNarName(p[1:])
 	if err != nil {
 		return false
 	}
-	r.path, r.hash, r.nar = t, t[5:5+len(nn.FileHash)], true
+	r.path, r.hash, r.nar, r.narPath = t, t[5:5+len(nn.FileHash)], true, p
 	return true
 }
 
@@ -401,10 +418,7 @@ func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 	if err != nil && err != cache.ErrNotFound {
 		return false
 	}
-	id := string(req.requestID)
-	if !validRequestID(id) {
-		id = newRequestID()
-	}
+	id := req.id()
 	w := fc.bw
 	status, sent := http.StatusNotFound, int64(0)
 	switch {
@@ -445,13 +459,9 @@ func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 			sent = int64(len(text))
 		}
 	}
-	method := http.MethodGet
-	if req.head {
-		method = http.MethodHead
-	}
 	f.answered.Add(1)
 	f.s.record(context.Background(), answered{
-		method: method, path: string(req.path), remote: fc.remote, id: id, route: "/{file}",
+		method: req.method(), path: string(req.path), remote: fc.remote, id: id, route: "/{file}",
 		status: status, sent: sent, start: start, firstByte: start,
 	})
 	return true
@@ -467,7 +477,7 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 		return false
 	}
 	start := time.Now()
-	name := string(req.path[1:])
+	name := req.narPath[1:]
 	obj, err := f.s.cache.Open(context.Background(), name)
 	if err != nil {
 		return false
@@ -480,10 +490,7 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 		return false
 	}
 	info := obj.Info()
-	id := string(req.requestID)
-	if !validRequestID(id) {
-		id = newRequestID()
-	}
+	id := req.id()
 	h := append(fc.scratch[:0], "HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\nCache-Control: "...)
 	h = append(h, f.s.hdr.narCache...)
 	h = append(h, "\r\nContent-Length: "...)
@@ -514,17 +521,14 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 		// *os.File to *net.TCPConn: the kernel copies it (sendfile).
 		sent, err = io.CopyN(fc.c, of.OSFile(), info.Size)
 	}
-	method := http.MethodGet
-	if req.head {
-		method = http.MethodHead
-	} else if err == nil {
+	switch {
+	case err != nil:
+		req.close = true // the client got a short answer; only a closed connection says so
+	case !req.head:
 		f.s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
 	}
-	if err != nil {
-		req.close = true // the client got a short answer; only a closed connection says so
-	}
 	f.s.record(context.Background(), answered{
-		method: method, path: string(req.path), remote: fc.remote, id: id, route: "/nar/{file}",
+		method: req.method(), path: req.narPath, remote: fc.remote, id: id, route: "/nar/{file}",
 		status: http.StatusOK, sent: sent, start: start, firstByte: firstByte, err: err,
 	})
 	return true
