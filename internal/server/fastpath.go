@@ -327,7 +327,7 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 					return false // upgrade, or a hop-by-hop header net/http should see
 				}
 			}
-		case asciiEqualFold(name, "range"), len(name) > 3 && asciiEqualFold(name[:3], "if-"):
+		case asciiEqualFold(name, "range"), len(name) >= 3 && asciiEqualFold(name[:3], "if-"):
 			r.conditional = true // http.ServeContent's business, for a NAR
 		case asciiEqualFold(name, "content-length"), asciiEqualFold(name, "transfer-encoding"),
 			asciiEqualFold(name, "expect"), asciiEqualFold(name, "upgrade"), asciiEqualFold(name, "http2-settings"):
