@@ -131,7 +131,8 @@ const fastHeadMax = 4096
 
 func (f *FastServer) serveConn(c net.Conn) {
 	defer f.wg.Done()
-	fc := &fastConn{c: c, br: bufio.NewReaderSize(c, fastHeadMax), bw: bufio.NewWriterSize(c, 4096), remote: c.RemoteAddr().String()}
+	sock := newSockIO(c)
+	fc := &fastConn{c: c, br: bufio.NewReaderSize(sock, fastHeadMax), bw: bufio.NewWriterSize(sock, 4096), remote: c.RemoteAddr().String()}
 	f.mu.Lock()
 	f.conns[fc] = struct{}{}
 	f.mu.Unlock()
