@@ -49,7 +49,8 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
   for target in ./internal/nar:FuzzWalk ./internal/nar:FuzzWriterRoundTrip \
                 ./internal/narinfo:FuzzParse ./internal/narinfo:FuzzParseHash \
                 ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName \
-                ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest; do
+                ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest \
+                ./internal/logging:FuzzLogPlain; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"

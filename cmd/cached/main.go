@@ -4,12 +4,12 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
 
 	"github.com/alecthomas/kong"
+	"github.com/cached-dev/cached/internal/logging"
 	"github.com/dustin/go-humanize"
 )
 
@@ -38,14 +38,10 @@ func (b *byteSize) UnmarshalText(text []byte) error {
 	return nil
 }
 
-func newLogger(level, format string, w io.Writer) *slog.Logger {
+func newLogger(level, format string, buf *logging.Buffer) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(strings.ToUpper(level)))
-	opts := &slog.HandlerOptions{Level: lv}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return logging.New(lv, format == "json", buf)
 }
 
 func main() {
@@ -56,9 +52,8 @@ func main() {
 		kong.DefaultEnvars("CACHED"),
 		kong.UsageOnError(),
 	)
-	buf := newLogBuffer(os.Stderr)
+	buf := logging.NewBuffer(os.Stderr)
 	log := newLogger(c.LogLevel, c.LogFormat, buf)
-	log = slog.New(flushOnWarn{log.Handler(), buf})
 	slog.SetDefault(log)
 	err := ctx.Run(log)
 	buf.Close()

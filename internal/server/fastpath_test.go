@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cached-dev/cached/internal/logging"
 	"github.com/cached-dev/cached/internal/server"
 )
 
@@ -198,28 +199,41 @@ func TestFastPathHandsOffMidConnection(t *testing.T) {
 	}
 }
 
-// TestFastPathLogsAndCounts: a fast-path answer gets the router's access log line and metrics.
+// TestFastPathLogsAndCounts: a fast-path answer gets the router's access log line and metrics,
+// through slog's handler and through cached's own (internal/logging), which writes it itself.
 func TestFastPathLogsAndCounts(t *testing.T) {
-	logs := &syncBuffer{}
-	tc := newTestCacheConfig(t, func(c *server.Config) {
-		c.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	})
-	fast, _ := startFast(t, tc, 30*time.Second)
-	miss := "/" + storeHash("logged") + ".narinfo"
-	exchange(t, fast, "HEAD "+miss+" HTTP/1.1\r\nHost: cache\r\nX-Request-Id: trace-7\r\n\r\n", 1, true)
-	line := regexp.MustCompile(`msg=request method=HEAD path=` + regexp.QuoteMeta(miss) +
-		` status=404 bytes=0 dur_ms=\d+ remote=127\.0\.0\.1:\d+ req_id=trace-7\n`)
-	if !line.MatchString(logs.String()) {
-		t.Errorf("no access log line for the fast-path answer; log:\n%s", logs.String())
-	}
-	metrics := tc.get(t, "/metrics").Body
-	for _, want := range []string{
-		`cached_narinfo_lookups_total{result="miss"} 1`,
-		`cached_http_requests_total{code="404",method="HEAD",route="/{file}"} 1`,
-	} {
-		if !strings.Contains(string(metrics), want) {
-			t.Errorf("metrics lack %s", want)
-		}
+	for _, handler := range []string{"slog", "logging"} {
+		t.Run(handler, func(t *testing.T) {
+			logs := &syncBuffer{}
+			flush := func() {}
+			tc := newTestCacheConfig(t, func(c *server.Config) {
+				if handler == "slog" {
+					c.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+					return
+				}
+				b := logging.NewBuffer(logs)
+				t.Cleanup(b.Close)
+				c.Log, flush = logging.New(slog.LevelInfo, false, b), b.Flush
+			})
+			fast, _ := startFast(t, tc, 30*time.Second)
+			miss := "/" + storeHash("logged") + ".narinfo"
+			exchange(t, fast, "HEAD "+miss+" HTTP/1.1\r\nHost: cache\r\nX-Request-Id: trace-7\r\n\r\n", 1, true)
+			flush()
+			line := regexp.MustCompile(`(?m)^time=\S+ level=INFO msg=request method=HEAD path=` + regexp.QuoteMeta(miss) +
+				` status=404 bytes=0 dur_ms=\d+ remote=127\.0\.0\.1:\d+ req_id=trace-7\n`)
+			if !line.MatchString(logs.String()) {
+				t.Errorf("no access log line for the fast-path answer; log:\n%s", logs.String())
+			}
+			metrics := tc.get(t, "/metrics").Body
+			for _, want := range []string{
+				`cached_narinfo_lookups_total{result="miss"} 1`,
+				`cached_http_requests_total{code="404",method="HEAD",route="/{file}"} 1`,
+			} {
+				if !strings.Contains(string(metrics), want) {
+					t.Errorf("metrics lack %s", want)
+				}
+			}
+		})
 	}
 }
 

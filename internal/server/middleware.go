@@ -149,7 +149,8 @@ type answered struct {
 // record writes the log line of an answered request and records its metrics: for requests
 // through the router (logRequests) and for those the fast path answers (fastpath.go).
 func (s *Server) record(ctx context.Context, a answered) {
-	dur := time.Since(a.start)
+	now := time.Now()
+	dur := now.Sub(a.start)
 	var firstByte time.Duration
 	if !a.firstByte.IsZero() {
 		firstByte = a.firstByte.Sub(a.start)
@@ -194,11 +195,20 @@ func (s *Server) record(ctx context.Context, a answered) {
 		attrs[n] = slog.String("err", a.err.Error())
 		n++
 	}
+	if p, ok := h.(plainLogger); ok && p.LogPlain(now, level, "request", attrs[:n]) {
+		return
+	}
 	// Straight to the handler: Logger.LogAttrs would also capture the caller's program counter,
 	// which no access line shows, at a cost on every request.
-	rec := slog.NewRecord(time.Now(), level, "request", 0)
+	rec := slog.NewRecord(now, level, "request", 0)
 	rec.AddAttrs(attrs[:n]...)
 	h.Handle(ctx, rec)
+}
+
+// plainLogger is a log handler that can write a record of plain strings and integers faster than
+// through a slog.Record (cmd/cached's, internal/logging); it reports false when it cannot.
+type plainLogger interface {
+	LogPlain(t time.Time, level slog.Level, msg string, attrs []slog.Attr) bool
 }
 
 // incomingRequestID returns the client's (or a proxy's) X-Request-Id when it is safe to repeat in
