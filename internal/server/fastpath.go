@@ -123,6 +123,9 @@ type fastConn struct {
 	remote  string
 	idle    atomic.Bool // waiting for the next request
 	scratch []byte      // the head of a NAR answer
+
+	idleSince     time.Time // when the idle deadline was last set
+	deadlineMoved bool      // since then, to bound a head that came in pieces
 }
 
 // fastHeadMax bounds a request head the fast path reads; a longer one goes to net/http (whose
@@ -150,7 +153,14 @@ func (f *FastServer) serveConn(c net.Conn) {
 			return
 		}
 		if f.hs.IdleTimeout > 0 {
-			c.SetReadDeadline(time.Now().Add(f.hs.IdleTimeout))
+			// Moving the deadline is a timer update in the runtime: on a busy connection it is
+			// moved only every tenth of IdleTimeout (at most once a second), so a client may be
+			// dropped after being idle for that much less than IdleTimeout.
+			slack := min(f.hs.IdleTimeout/10, time.Second)
+			if now := time.Now(); fc.deadlineMoved || now.Sub(fc.idleSince) >= slack {
+				c.SetReadDeadline(now.Add(f.hs.IdleTimeout))
+				fc.idleSince, fc.deadlineMoved = now, false
+			}
 		}
 		if fc.br.Buffered() == 0 {
 			fc.idle.Store(true)
@@ -208,7 +218,7 @@ func (f *FastServer) readHead(fc *fastConn) ([]byte, error) {
 		// The head came in pieces: bound how long the rest may take (slow-loris clients).
 		if !deadline && f.hs.ReadHeaderTimeout > 0 {
 			fc.c.SetReadDeadline(time.Now().Add(f.hs.ReadHeaderTimeout))
-			deadline = true
+			deadline, fc.deadlineMoved = true, true
 		}
 		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {

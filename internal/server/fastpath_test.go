@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -367,5 +368,62 @@ func TestFastPathBigNar(t *testing.T) {
 	}
 	if got := exchange(t, fast, "HEAD "+nar+" HTTP/1.1\r\nHost: cache\r\n\r\n", 1, true); !strings.HasPrefix(got[0], "200") {
 		t.Errorf("after a broken download the fast path answered %q", got[0])
+	}
+}
+
+// TestFastPathIdleTimeout: a connection that keeps asking stays open past IdleTimeout (the fast
+// path moves its deadline lazily, but never so lazily that a busy client is dropped), and one
+// that goes quiet is closed after about IdleTimeout.
+func TestFastPathIdleTimeout(t *testing.T) {
+	tc := newTestCache(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const idle = 500 * time.Millisecond
+	fs := server.NewFastServer(tc.Handler, &http.Server{Handler: tc.Handler, ReadHeaderTimeout: time.Minute, IdleTimeout: idle})
+	go fs.Serve(ln)
+	defer fs.Shutdown(context.Background())
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	ask := func(i int) error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		req := "GET /" + storeHash("idle") + ".narinfo HTTP/1.1\r\nHost: cache\r\n\r\n"
+		if _, err := io.WriteString(c, req); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return fmt.Errorf("request %d: %w", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil
+	}
+	start := time.Now()
+	for i := 0; time.Since(start) < 3*idle; i++ { // 3 idle timeouts of requests 0.3 idle apart
+		if i > 0 {
+			time.Sleep(3 * idle / 10)
+		}
+		if err := ask(i); err != nil {
+			t.Fatalf("a busy connection was dropped after %v: %v", time.Since(start), err)
+		}
+	}
+	before := fs.Answered()
+	quiet := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * idle))
+	if n, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: read %v, %v; want EOF when the server closes it", n, err)
+	}
+	if d := time.Since(quiet); d < idle*8/10 || d > 4*idle {
+		t.Fatalf("an idle connection was closed after %v, want about %v", d, idle)
+	}
+	if before == 0 {
+		t.Fatal("the fast path answered none of the requests")
 	}
 }
