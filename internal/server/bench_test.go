@@ -5,11 +5,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/cached-dev/cached/internal/logging"
+	"github.com/cached-dev/cached/internal/server"
 )
 
 // The narinfo lookup is the hot path: substituters ask for every path of a closure, and most
@@ -43,19 +48,29 @@ func benchGet(b *testing.B, tc *testCache, path string, want int) {
 // keep-alive connection, one request at a time. Allocations are the server's (the client below
 // allocates nothing per request) plus the runtime's.
 
+// newLoggingCache is a test cache that writes an access line per request, as cmd/cached's
+// logger does (to nowhere), so that the benchmarks count its cost.
+func newLoggingCache(b *testing.B) *testCache {
+	return newTestCacheConfig(b, func(c *server.Config) {
+		buf := logging.NewBuffer(io.Discard)
+		b.Cleanup(buf.Close)
+		c.Log = logging.New(slog.LevelInfo, false, buf)
+	})
+}
+
 func BenchmarkFastPathNarInfoHit(b *testing.B) {
-	tc := newTestCache(b)
+	tc := newLoggingCache(b)
 	u := newUpload(b, "bench", "zstd")
 	u.store(b, tc)
 	benchFast(b, tc, u.NarInfoPath(), "200")
 }
 
 func BenchmarkFastPathNarInfoMiss(b *testing.B) {
-	benchFast(b, newTestCache(b), "/"+storeHash("missing")+".narinfo", "404")
+	benchFast(b, newLoggingCache(b), "/"+storeHash("missing")+".narinfo", "404")
 }
 
 func BenchmarkFastPathNar(b *testing.B) {
-	tc := newTestCache(b)
+	tc := newLoggingCache(b)
 	u := newUpload(b, "bench", "zstd")
 	u.store(b, tc)
 	benchFast(b, tc, u.NarPath, "200")

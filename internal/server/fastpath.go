@@ -126,6 +126,7 @@ type fastConn struct {
 
 	idleSince     time.Time // when the idle deadline was last set
 	deadlineMoved bool      // since then, to bound a head that came in pieces
+	logAttrs      logAttrs
 }
 
 // fastHeadMax bounds a request head the fast path reads; a longer one goes to net/http (whose
@@ -473,7 +474,7 @@ func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 	f.answered.Add(1)
 	f.s.record(context.Background(), answered{
 		method: req.method(), path: string(req.path), remote: fc.remote, id: id, route: "/{file}",
-		status: status, sent: sent, start: start, firstByte: start,
+		status: status, sent: sent, start: start, firstByte: start, attrs: &fc.logAttrs,
 	})
 	return true
 }
@@ -540,7 +541,7 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 	}
 	f.s.record(context.Background(), answered{
 		method: req.method(), path: req.narPath, remote: fc.remote, id: id, route: "/nar/{file}",
-		status: http.StatusOK, sent: sent, start: start, firstByte: firstByte, err: err,
+		status: http.StatusOK, sent: sent, start: start, firstByte: firstByte, err: err, attrs: &fc.logAttrs,
 	})
 	return true
 }
@@ -548,8 +549,9 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 // writeTail ends the header block as net/http does: X-Request-Id, Connection when closing,
 // then Date.
 func (f *FastServer) writeTail(w *bufio.Writer, id string, closing bool, now time.Time) {
-	var b [192]byte // X-Request-Id is at most 64 bytes
-	w.Write(f.appendTail(b[:0], id, closing, now))
+	// Formatted in the writer's free space: a local array would move to the heap, as w may hand
+	// what it is given straight to the connection.
+	w.Write(f.appendTail(w.AvailableBuffer(), id, closing, now))
 }
 
 // appendTail appends what writeTail writes to b.

@@ -144,7 +144,12 @@ type answered struct {
 	sent, received                  int64
 	start, firstByte                time.Time // firstByte is zero when nothing was answered
 	err                             error
+	attrs                           *logAttrs // room for the log line's fields; nil: allocated
 }
+
+// logAttrs holds an access line's fields. A handler may not keep them (slog.Record copies), so
+// a connection of the fast path reuses one: as a local it would move to the heap on every line.
+type logAttrs [9]slog.Attr
 
 // record writes the log line of an answered request and records its metrics: for requests
 // through the router (logRequests) and for those the fast path answers (fastpath.go).
@@ -177,7 +182,11 @@ func (s *Server) record(ctx context.Context, a answered) {
 	if !h.Enabled(ctx, level) {
 		return
 	}
-	attrs := [10]slog.Attr{
+	attrs := a.attrs
+	if attrs == nil {
+		attrs = new(logAttrs)
+	}
+	*attrs = logAttrs{
 		slog.String("method", a.method),
 		slog.String("path", a.path),
 		slog.Int("status", a.status),
