@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -50,6 +51,10 @@ type Cache struct {
 
 	access   accessTracker
 	negative negativeCache
+
+	// recompressing holds a token per NAR being recompressed for its uploaded name: each costs
+	// a CPU and an encoder's memory (tens of MiB for xz), and any client may ask.
+	recompressing chan struct{}
 }
 
 // New returns a cache. It writes nix-cache-info to the backend if it is missing, so that plain
@@ -58,7 +63,11 @@ func New(ctx context.Context, b backend.Backend, ix *index.Index, key signing.Se
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	c := &Cache{backend: b, index: ix, key: key, log: log, opts: opts}
+	n := opts.Recompressions
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	c := &Cache{backend: b, index: ix, key: key, log: log, opts: opts, recompressing: make(chan struct{}, n)}
 	if _, err := b.Stat(ctx, "nix-cache-info"); errors.Is(err, backend.ErrNotExist) {
 		if err := b.Save(ctx, "nix-cache-info", bytes.NewReader([]byte(CacheInfo))); err != nil {
 			return nil, err

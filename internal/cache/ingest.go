@@ -389,17 +389,31 @@ func (c *Cache) OpenUploaded(ctx context.Context, name string) (io.ReadCloser, e
 	if nn.Compression == "bzip2" { // no bzip2 encoder in Go
 		return nil, ErrNotFound
 	}
+	select {
+	case c.recompressing <- struct{}{}:
+	default:
+		c.log.Info("waiting to recompress a NAR for its uploaded name: all recompression slots are busy", "nar", name, "slots", cap(c.recompressing))
+		select {
+		case c.recompressing <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	release := func() { <-c.recompressing }
 	obj, err := c.Open(ctx, snn.Name)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	dec, err := decompressor(snn.Compression, obj)
 	if err != nil {
 		obj.Close()
+		release()
 		return nil, err
 	}
 	pr, pw := io.Pipe()
 	go func() {
+		defer release()
 		defer obj.Close()
 		defer dec.Close()
 		enc, err := compressor(nn.Compression, pw, c.opts)

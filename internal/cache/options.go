@@ -26,6 +26,9 @@ type Options struct {
 	// sharing a bucket), remembering a miss for NegativeTTL.
 	ReadThrough bool
 	NegativeTTL time.Duration
+	// Recompressions bounds how many NARs are recompressed at once for clients that ask for one
+	// under its uploaded name (OpenUploaded); others wait their turn. 0 means GOMAXPROCS.
+	Recompressions int
 	// UploadKeys, when not empty, makes every uploaded narinfo need a valid signature by one of
 	// them (--require-upload-sigs): only paths a trusted builder signed get in.
 	UploadKeys []signing.PublicKey
@@ -39,6 +42,9 @@ func (o Options) validate() error {
 	}
 	if o.ZstdLevel < 0 || o.ZstdLevel > 22 {
 		return fmt.Errorf("zstd level %d: want 1..22", o.ZstdLevel)
+	}
+	if o.Recompressions < 0 {
+		return fmt.Errorf("recompressions %d: want 0 (one per CPU) or more", o.Recompressions)
 	}
 	return nil
 }

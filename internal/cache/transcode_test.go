@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/andybalholm/brotli"
 	"github.com/cached-dev/cached/internal/backend"
@@ -264,5 +265,52 @@ func TestNarInfoChecksAgainstUpload(t *testing.T) {
 	}
 	if stored, err := c.PutNarInfo(ctx, hash, []byte(good)); err != nil || !stored {
 		t.Fatalf("good narinfo: %v", err)
+	}
+}
+
+// TestRecompressionsAreBounded: a NAR asked for under its uploaded name is recompressed on the
+// fly, and only Recompressions of those run at once; the next waits for a slot (or gives up with
+// its context), and a client that hangs up frees its slot.
+func TestRecompressionsAreBounded(t *testing.T) {
+	ctx := context.Background()
+	c, _ := newTestCache(t, Options{StoreCompression: "zstd", Recompressions: 1})
+	narBytes := testNar(t, "bounded")
+	file := compress(t, "xz", narBytes)
+	uploaded := narName(file, "xz")
+	if _, err := c.PutNar(ctx, uploaded, bytes.NewReader(file)); err != nil {
+		t.Fatal(err)
+	}
+	hash := "0123456789abcdfghijklmnpqrsvwxyz"
+	if _, err := c.PutNarInfo(ctx, hash, narInfoFor(t, hash, narBytes, file, uploaded, "xz")); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.OpenUploaded(ctx, uploaded)
+	if err != nil {
+		t.Fatalf("OpenUploaded: %v", err)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if rc, err := c.OpenUploaded(waitCtx, uploaded); !errors.Is(err, context.DeadlineExceeded) {
+		if rc != nil {
+			rc.Close()
+		}
+		t.Fatalf("a second recompression with the only slot taken: %v, want to wait until its context ends", err)
+	}
+	first.Close() // the client hangs up without reading
+	second, err := c.OpenUploaded(ctx, uploaded)
+	if err != nil {
+		t.Fatalf("OpenUploaded after the first hung up: %v", err)
+	}
+	defer second.Close()
+	dec, err := xz.NewReader(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(dec)
+	if err != nil || !bytes.Equal(got, narBytes) {
+		t.Fatalf("recompressed NAR: %d bytes, %v; want the %d-byte NAR", len(got), err, len(narBytes))
+	}
+	if _, err := New(ctx, c.backend, c.index, c.key, c.log, Options{Recompressions: -1}); err == nil || !strings.Contains(err.Error(), "-1") {
+		t.Fatalf("Recompressions -1: %v, want an error naming it", err)
 	}
 }
