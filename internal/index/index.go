@@ -23,7 +23,11 @@ const (
 	prefixNar     = "f/" // f/<nar object name> -> NarRecord JSON
 	prefixNarHash = "h/" // h/<sha256:nix32 NarHash> -> name of the object storing that NAR
 	prefixAlias   = "a/" // a/<uploaded NAR name> -> AliasRecord JSON
+	prefixAliasTo = "A/" // A/<stored NAR name>\x00<uploaded NAR name>: the aliases of an object
 	keyDirty      = "m/dirty"
+	// keyAliasTo marks an index whose A/ keys are complete; one written before them gets them
+	// on Open.
+	keyAliasTo = "m/alias-to"
 )
 
 // NarRecord is what the server verified about a stored NAR file.
@@ -46,7 +50,42 @@ func Open(dir string, log *slog.Logger) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
-	return &Index{db: db, memo: newMemo()}, nil
+	ix := &Index{db: db, memo: newMemo()}
+	if err := ix.indexAliasTargets(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	return ix, nil
+}
+
+// indexAliasTargets writes the A/ key of every alias in an index made before they existed.
+func (ix *Index) indexAliasTargets() error {
+	if _, err := ix.get(keyAliasTo); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	var keys [][]byte
+	err := ix.iterate(prefixAlias, func(k string, v []byte) error {
+		if a, err := decodeAlias(v); err == nil {
+			keys = append(keys, []byte(prefixAliasTo+a.Stored+"\x00"+k))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	wb := ix.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Set(k, nil); err != nil {
+			return err
+		}
+	}
+	if err := wb.Set([]byte(keyAliasTo), nil); err != nil {
+		return err
+	}
+	return wb.Flush()
 }
 
 // BadgerOptions are the options the index opens its database in dir with (exported for
@@ -249,7 +288,22 @@ func (ix *Index) PutAlias(uploaded string, a AliasRecord) error {
 	if err != nil {
 		return err
 	}
-	err = ix.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(prefixAlias+uploaded), v) })
+	err = ix.db.Update(func(txn *badger.Txn) error {
+		if item, err := txn.Get([]byte(prefixAlias + uploaded)); err == nil {
+			var old AliasRecord
+			if err := item.Value(func(v []byte) error { old, err = decodeAlias(v); return err }); err == nil && old.Stored != a.Stored {
+				if err := txn.Delete([]byte(prefixAliasTo + old.Stored + "\x00" + uploaded)); err != nil {
+					return err
+				}
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if err := txn.Set([]byte(prefixAliasTo+a.Stored+"\x00"+uploaded), nil); err != nil {
+			return err
+		}
+		return txn.Set([]byte(prefixAlias+uploaded), v)
+	})
 	if err != nil {
 		return fmt.Errorf("index put alias %s: %w", uploaded, err)
 	}
@@ -288,7 +342,7 @@ func (ix *Index) SetDirty(dirty bool) error {
 
 // Clear drops every narinfo and NAR record (before a full reindex).
 func (ix *Index) Clear() error {
-	for _, p := range []string{prefixNarInfo, prefixNar, prefixNarHash, prefixAlias, prefixOrphan, prefixRef, prefixReferrer} {
+	for _, p := range []string{prefixNarInfo, prefixNar, prefixNarHash, prefixAlias, prefixAliasTo, prefixOrphan, prefixRef, prefixReferrer} {
 		if err := ix.db.DropPrefix([]byte(p)); err != nil {
 			ix.memo.invalidate("")
 			return fmt.Errorf("index clear: %w", err)

@@ -101,3 +101,60 @@ func TestMemoBounded(t *testing.T) {
 		t.Fatalf("memo grew past its bounds: %d bytes, %d misses", m.hitBytes, len(m.misses))
 	}
 }
+
+// DeleteAliasesTo removes exactly the aliases that resolve to the object, also after an alias
+// was pointed elsewhere, and finds the aliases of an index written before the A/ keys existed.
+func TestDeleteAliasesTo(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ix, err := Open(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(uploaded, stored string) {
+		t.Helper()
+		if err := ix.PutAlias(uploaded, AliasRecord{Stored: stored, FileSize: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("nar/a1.nar.xz", "nar/s1.nar.zst")
+	put("nar/a2.nar.xz", "nar/s1.nar.zst")
+	put("nar/a3.nar", "nar/s2.nar.zst")
+	put("nar/a2.nar.xz", "nar/s2.nar.zst") // re-pointed: no longer an alias of s1
+	check := func(stored string, want ...string) {
+		t.Helper()
+		got, err := ix.DeleteAliasesTo(stored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("DeleteAliasesTo(%s) = %v, want %v", stored, got, want)
+		}
+		for _, u := range want {
+			if _, err := ix.Alias(u); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("alias %s after DeleteAliasesTo: %v, want not found", u, err)
+			}
+		}
+	}
+	check("nar/s1.nar.zst", "nar/a1.nar.xz")
+	if a, err := ix.Alias("nar/a2.nar.xz"); err != nil || a.Stored != "nar/s2.nar.zst" {
+		t.Fatalf("alias a2 after deleting s1's: %+v, %v", a, err)
+	}
+	check("nar/s2.nar.zst", "nar/a2.nar.xz", "nar/a3.nar")
+	check("nar/s2.nar.zst")
+
+	// An index from before the A/ keys: only a/ keys, and no marker.
+	put("nar/old.nar.xz", "nar/s3.nar.zst")
+	if err := ix.del(prefixAliasTo + "nar/s3.nar.zst\x00nar/old.nar.xz"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.del(keyAliasTo); err != nil {
+		t.Fatal(err)
+	}
+	ix.Close()
+	if ix, err = Open(dir, log); err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	check("nar/s3.nar.zst", "nar/old.nar.xz")
+}

@@ -142,19 +142,28 @@ func (ix *Index) ForgetNar(name, narHash string) error {
 // uploaded names they had.
 func (ix *Index) DeleteAliasesTo(stored string) ([]string, error) {
 	var dead []string
-	err := ix.iterate(prefixAlias, func(k string, v []byte) error {
-		if a, err := decodeAlias(v); err == nil && a.Stored == stored {
-			dead = append(dead, k)
+	p := prefixAliasTo + stored + "\x00"
+	err := ix.db.Update(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
+		var keys [][]byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		it.Close()
+		for _, k := range keys {
+			uploaded := string(k[len(p):])
+			if err := txn.Delete([]byte(prefixAlias + uploaded)); err != nil {
+				return err
+			}
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+			dead = append(dead, uploaded)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
-	}
-	for _, k := range dead {
-		if err := ix.del(prefixAlias + k); err != nil {
-			return nil, err
-		}
+		return nil, fmt.Errorf("index delete aliases to %s: %w", stored, err)
 	}
 	return dead, nil
 }
