@@ -50,7 +50,7 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
                 ./internal/narinfo:FuzzParse ./internal/narinfo:FuzzParseHash \
                 ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName \
                 ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest \
-                ./internal/logging:FuzzLogPlain; do
+                ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"

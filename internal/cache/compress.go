@@ -6,8 +6,8 @@ import (
 	"io"
 
 	"github.com/andybalholm/brotli"
+	"github.com/cached-dev/cached/internal/xzlimit"
 	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 )
 
 // decompressor returns a reader of the uncompressed bytes of r, which is in the named narinfo
@@ -17,7 +17,9 @@ func decompressor(compression string, r io.Reader) (io.ReadCloser, error) {
 	case "none":
 		return io.NopCloser(r), nil
 	case "xz":
-		xr, err := xz.NewReader(r)
+		// The dictionary is capped as zstd's window is: an xz header may declare up to 4 GiB,
+		// and xz -9 (the most Nix uses) needs 64 MiB.
+		xr, err := xzlimit.NewReader(r, 128<<20)
 		if err != nil {
 			return nil, fmt.Errorf("xz: %w", err)
 		}

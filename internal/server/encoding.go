@@ -11,8 +11,8 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/cached-dev/cached/internal/cache"
+	"github.com/cached-dev/cached/internal/xzlimit"
 	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 )
 
 func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
@@ -62,7 +62,7 @@ func decodeContent(encoding string, r io.Reader) (io.Reader, error) {
 		}
 		return zr.IOReadCloser(), nil
 	case "xz":
-		xr, err := xz.NewReader(r)
+		xr, err := xzlimit.NewReader(r, xzlimit.DefaultMaxDict)
 		if err != nil {
 			return nil, &cache.InputError{Field: "Content-Encoding", Err: fmt.Errorf("xz: %w", err)}
 		}

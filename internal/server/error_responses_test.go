@@ -6,7 +6,9 @@ package server_test
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"net/http"
 	"strings"
@@ -224,6 +226,24 @@ func TestUploadRefusals(t *testing.T) {
 			},
 		},
 		{
+			name: "narinfo with Content-Encoding xz declaring a 3 GiB dictionary", status: http.StatusBadRequest, fields: []string{"dictionary"},
+			send: func(t *testing.T, tc *testCache) (*response, []string) {
+				u := newUpload(t, "xz-dict-narinfo", "xz")
+				mustStatus(t, "PUT nar", tc.put(t, u.NarPath, u.File), http.StatusOK)
+				body := hugeDictXZ(t, compress(t, "xz", u.Text()))
+				return tc.put(t, u.NarInfoPath(), body, withHeader("Content-Encoding", "xz")), []string{u.NarInfoPath()}
+			},
+		},
+		{
+			name: "xz NAR declaring a 3 GiB dictionary", status: http.StatusBadRequest, fields: []string{"dictionary"},
+			send: func(t *testing.T, tc *testCache) (*response, []string) {
+				u := newUpload(t, "xz-dict-nar", "xz")
+				file := hugeDictXZ(t, u.File)
+				path := "/nar/" + nix32(sha256Hash(file).Digest) + ".nar.xz"
+				return tc.put(t, path, file), []string{path}
+			},
+		},
+		{
 			name: "listing that is not JSON", status: http.StatusBadRequest, fields: []string{"JSON"},
 			send: func(t *testing.T, tc *testCache) (*response, []string) {
 				p := "/" + storeHash("listing") + ".ls"
@@ -402,4 +422,23 @@ func TestAbortedNarUploadLeavesNothing(t *testing.T) {
 			tc.checkServedNar(t, tc.narinfoOf(t, u), u.NAR)
 		})
 	}
+}
+
+// hugeDictXZ returns an xz file whose first block header declares a 3 GiB LZMA2 dictionary (its
+// CRC fixed): a few bytes that would make a decoder allocate 3 GiB.
+func hugeDictXZ(t *testing.T, file []byte) []byte {
+	t.Helper()
+	f := append([]byte{}, file...)
+	h := f[12:]
+	size := (int(h[0]) + 1) * 4
+	for i := 2; i+2 < size-4; i++ {
+		if h[i] == 0x21 && h[i+1] == 0x01 { // LZMA2 filter, one byte of properties
+			h[i+2] = 39
+			crc := crc32.ChecksumIEEE(h[:size-4])
+			binary.LittleEndian.PutUint32(h[size-4:], crc)
+			return f
+		}
+	}
+	t.Fatal("no LZMA2 filter in the first block header")
+	return nil
 }
