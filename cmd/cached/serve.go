@@ -253,5 +253,5 @@ On machines that upload, put this line in a netrc file and set netrc-file = /pat
 	} else {
 		fmt.Printf("  machine %s login cached password <a token from %s>\n", host, tokenPath)
 	}
-	fmt.Printf("then upload with:\n  nix copy --to %s /nix/store/...\n\n", url)
+	fmt.Printf("then upload with (zstd: nix's default, xz, is several times slower to compress and to check):\n  nix copy --to '%s?compression=zstd' /nix/store/...\n\n", url)
 }

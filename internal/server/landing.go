@@ -50,7 +50,9 @@ place of <code>TOKEN</code> (the login is ignored), and set <code>netrc-file = /
 in <code>nix.conf</code>:</p>
 <pre id="netrc">machine {{.Host}} login cached password TOKEN</pre>
 <p>then upload store paths with</p>
-<pre id="nix-copy">nix copy --to {{.URL}} /nix/store/...</pre>
+<pre id="nix-copy">nix copy --to '{{.URL}}?compression=zstd' /nix/store/...</pre>
+<p>(zstd: without it nix compresses with xz, which is several times slower to compress and to
+check on arrival.)</p>
 </body></html>
 `))
 

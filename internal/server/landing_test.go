@@ -34,7 +34,7 @@ func TestLandingPageTellsHowToUseTheCache(t *testing.T) {
 		"substituters = " + tc.URL + "\n",
 		"trusted-public-keys = " + tc.Pub.String() + "</pre>",
 		"machine 127.0.0.1 login cached password TOKEN",
-		"nix copy --to " + tc.URL,
+		"nix copy --to '" + tc.URL + "?compression=zstd' /nix/store/...",
 		`<dd id="store-paths">2</dd>`,
 		fmt.Sprintf(`data-bytes="%d"`, narBytes),
 	} {
