@@ -118,6 +118,7 @@ func (f *FastServer) Shutdown(ctx context.Context) error {
 // fastConn is one connection the fast path is reading.
 type fastConn struct {
 	c       net.Conn
+	sock    io.ReadWriter // c's socket I/O (rawio_linux.go); br and bw read and write through it
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	remote  string
@@ -136,7 +137,7 @@ const fastHeadMax = 4096
 func (f *FastServer) serveConn(c net.Conn) {
 	defer f.wg.Done()
 	sock := newSockIO(c)
-	fc := &fastConn{c: c, br: bufio.NewReaderSize(sock, fastHeadMax), bw: bufio.NewWriterSize(sock, 4096), remote: c.RemoteAddr().String()}
+	fc := &fastConn{c: c, sock: sock, br: bufio.NewReaderSize(sock, fastHeadMax), bw: bufio.NewWriterSize(sock, 4096), remote: c.RemoteAddr().String()}
 	f.mu.Lock()
 	f.conns[fc] = struct{}{}
 	f.mu.Unlock()
@@ -527,7 +528,7 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 		fc.bw.Write(h)
 		err = fc.bw.Flush()
 	default:
-		err = writeMore(fc.c, h)
+		err = writeMore(fc.sock, h)
 	}
 	if err == nil && !req.head {
 		// *os.File to *net.TCPConn: the kernel copies it (sendfile).

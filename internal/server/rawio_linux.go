@@ -18,11 +18,12 @@ import (
 // socket never sleeps in the kernel, so it is the goroutine's own work, not a blocking call, and
 // needs none of that.
 type sockIO struct {
-	c   net.Conn
-	rc  syscall.RawConn
-	buf []byte // the argument of the Read or Write in progress
-	n   int
-	err error
+	c     net.Conn
+	rc    syscall.RawConn
+	buf   []byte  // the argument of the Read or Write in progress
+	flags uintptr // send(2) flags of the Write in progress
+	n     int
+	err   error
 
 	readFn, writeFn func(fd uintptr) bool // made once: a closure per call would be an allocation
 }
@@ -77,8 +78,19 @@ func (s *sockIO) read(fd uintptr) bool {
 	}
 }
 
-func (s *sockIO) Write(p []byte) (int, error) {
-	s.buf, s.n, s.err = p, 0, nil
+// Write sends p; a peer that has gone is an EPIPE, not a SIGPIPE (MSG_NOSIGNAL).
+func (s *sockIO) Write(p []byte) (int, error) { return s.send(p, syscall.MSG_NOSIGNAL) }
+
+// WriteMore sends p, the head of an answer whose body the kernel sends next (sendfile), with
+// MSG_MORE: the head then leaves in the body's first segment instead of a small one of its own,
+// one packet and one wake-up of the client fewer per NAR (what nginx's tcp_nopush does with two
+// more system calls).
+func (s *sockIO) WriteMore(p []byte) (int, error) {
+	return s.send(p, syscall.MSG_MORE|syscall.MSG_NOSIGNAL)
+}
+
+func (s *sockIO) send(p []byte, flags uintptr) (int, error) {
+	s.buf, s.flags, s.n, s.err = p, flags, 0, nil
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -96,8 +108,7 @@ func (s *sockIO) Write(p []byte) (int, error) {
 func (s *sockIO) write(fd uintptr) bool {
 	for s.n < len(s.buf) {
 		b := s.buf[s.n:]
-		// send(2) with MSG_NOSIGNAL: a peer that has gone is an EPIPE, not a SIGPIPE.
-		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), syscall.MSG_NOSIGNAL, 0, 0)
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), s.flags, 0, 0)
 		switch errno {
 		case 0:
 			s.n += int(n)
@@ -114,4 +125,14 @@ func (s *sockIO) write(fd uintptr) bool {
 
 func (s *sockIO) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: s.c.LocalAddr().Network(), Source: s.c.LocalAddr(), Addr: s.c.RemoteAddr(), Err: err}
+}
+
+// writeMore writes b to w with WriteMore when w has it (a socket), else with Write.
+func writeMore(w io.Writer, b []byte) error {
+	if m, ok := w.(interface{ WriteMore([]byte) (int, error) }); ok {
+		_, err := m.WriteMore(b)
+		return err
+	}
+	_, err := w.Write(b)
+	return err
 }

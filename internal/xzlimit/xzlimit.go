@@ -167,10 +167,6 @@ func (g *guard) step(b byte) error {
 			g.blockLen += size
 			g.skipThen(size, stChunkControl)
 		}
-	case stSkip:
-		if g.skip--; g.skip == 0 {
-			g.st = g.after
-		}
 	case stIndex:
 		return g.indexByte(b)
 	case stFooter:
