@@ -3,6 +3,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -61,4 +63,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cached:", err)
 		os.Exit(1)
 	}
+}
+
+// stoppedBy adds what ended ctx to err when a signal did (a start-up step then fails with a bare
+// "context canceled"), so that the log says who stopped the command.
+func stoppedBy(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	cause := context.Cause(ctx)
+	if cause == nil || errors.Is(err, cause) {
+		return err
+	}
+	return fmt.Errorf("%w (stopped: %v)", err, cause)
 }

@@ -16,9 +16,10 @@ type reindexCmd struct {
 	dataFlags
 }
 
-func (c *reindexCmd) Run(log *slog.Logger) error {
+func (c *reindexCmd) Run(log *slog.Logger) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer func() { err = stoppedBy(ctx, err) }()
 	st, err := c.open(ctx, log, cache.Options{})
 	if err != nil {
 		return err

@@ -47,9 +47,10 @@ type serveCmd struct {
 	PprofListen       string        `help:"Serve Go's profiling endpoints (/debug/pprof/) on this separate address, e.g. 127.0.0.1:6060; off when empty. Never expose it publicly." placeholder:"ADDR"`
 }
 
-func (c *serveCmd) Run(log *slog.Logger) error {
+func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer func() { err = stoppedBy(ctx, err) }()
 
 	if err := os.MkdirAll(c.Data, 0o755); err != nil {
 		return fmt.Errorf("data directory: %w", err)
@@ -217,7 +218,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: waiting for in-flight requests", "timeout", c.ShutdownTimeout)
+	log.Info("shutting down: waiting for in-flight requests", "cause", context.Cause(ctx), "timeout", c.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	shutdown := httpSrv.Shutdown

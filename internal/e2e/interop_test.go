@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -334,6 +335,41 @@ func TestS3StartupErrors(t *testing.T) {
 			}
 		})
 	}
+
+	// A signal during start-up ends it at once, and the error says which signal: a bare
+	// "context canceled" would leave the operator guessing who stopped the server.
+	t.Run("stopped-during-start-up", func(t *testing.T) {
+		var out syncBuffer
+		cmd := exec.Command(cachedBin, args(gw.Bucket, silent, gw.Access, gw.Secret)...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		time.Sleep(time.Second) // well inside the bucket check, which waits up to 30 s
+		start := time.Now()
+		cmd.Process.Signal(syscall.SIGTERM)
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("cached serve did not stop within 20 s of SIGTERM during start-up:\n%s", out.String())
+		}
+		t.Logf("exited %s after SIGTERM: %v\n%s", time.Since(start).Round(time.Millisecond), err, out.String())
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
+			t.Fatalf("cached serve: %v, want a non-zero exit", err)
+		}
+		if strings.Contains(out.String(), "cannot reach the endpoint") {
+			t.Errorf("an interrupted start-up is reported as an unreachable endpoint:\n%s", out.String())
+		}
+		if !strings.Contains(out.String(), "stopped: terminated signal received") {
+			t.Errorf("the error does not name the signal that stopped start-up:\n%s", out.String())
+		}
+	})
 
 	t.Run("credentials-from-environment", func(t *testing.T) {
 		t.Setenv("CACHED_S3_ACCESS_KEY", gw.Access)

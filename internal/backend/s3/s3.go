@@ -248,6 +248,8 @@ func describeOpenErr(err error) string {
 		return fmt.Sprintf("bucket check failed with HTTP %d", status)
 	case errors.Is(err, context.DeadlineExceeded):
 		return "endpoint did not answer in time"
+	case errors.Is(err, context.Canceled):
+		return "bucket check interrupted"
 	default:
 		return "cannot reach the endpoint"
 	}
