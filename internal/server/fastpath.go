@@ -147,11 +147,18 @@ func (f *FastServer) serveConn(c net.Conn) {
 		delete(f.conns, fc)
 		f.mu.Unlock()
 		if !handedOff {
+			// Answers to pipelined requests may still be buffered (the connection ends while
+			// the next head is incomplete, or on Shutdown): they are sent, as net/http sends
+			// every answer, but a client that reads nothing cannot hold the goroutine.
+			if fc.bw.Buffered() > 0 {
+				c.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+				fc.bw.Flush()
+			}
 			c.Close()
 		}
 	}()
 	for {
-		if f.closing.Load() {
+		if f.closing.Load() { // as net/http, no further request once Shutdown has begun
 			return
 		}
 		if f.hs.IdleTimeout > 0 {
@@ -165,10 +172,7 @@ func (f *FastServer) serveConn(c net.Conn) {
 			}
 		}
 		if fc.br.Buffered() == 0 {
-			fc.idle.Store(true)
-			_, err := fc.br.Peek(1)
-			fc.idle.Store(false)
-			if err != nil || f.closing.Load() {
+			if _, err := f.wait(fc, 1); err != nil {
 				return
 			}
 		}
@@ -205,14 +209,53 @@ func (f *FastServer) serveConn(c net.Conn) {
 	}
 }
 
+// closeFlushTimeout bounds how long a connection the fast path ends may take to send the answers
+// still buffered for it.
+const closeFlushTimeout = 5 * time.Second
+
+// wait blocks until fc's buffer holds n bytes. Answers buffered for pipelined requests go out
+// first: the client may wait for them before it sends the rest. While it waits the connection
+// counts as idle, so that Shutdown wakes it: as for net/http, a connection whose next head has
+// not all arrived has nothing in flight. It fails once Shutdown has begun.
+func (f *FastServer) wait(fc *fastConn, n int) ([]byte, error) {
+	if fc.bw.Buffered() > 0 {
+		if err := fc.bw.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	// Shutdown sets closing, then wakes the connections it sees idle: whichever of the two
+	// stores the other side reads first, the wait below does not outlast Shutdown.
+	fc.idle.Store(true)
+	if f.closing.Load() {
+		fc.idle.Store(false)
+		return nil, http.ErrServerClosed
+	}
+	b, err := fc.br.Peek(n)
+	fc.idle.Store(false)
+	if err == nil && f.closing.Load() {
+		err = http.ErrServerClosed
+	}
+	return b, err
+}
+
 // readHead returns the request head at the start of fc's buffer, through its blank line,
-// without consuming it; nil when it does not fit in fastHeadMax (net/http reads it instead).
+// without consuming it; nil when net/http should read it instead: it does not fit in
+// fastHeadMax, or a line of it ends in a bare LF (which net/http accepts and the fast path does
+// not: it must not wait for a CRLFCRLF that will never come).
 func (f *FastServer) readHead(fc *fastConn) ([]byte, error) {
 	buf, _ := fc.br.Peek(fc.br.Buffered())
 	deadline := false
 	for {
-		if i := bytes.Index(buf, crlfcrlf); i >= 0 {
-			return buf[:i+4], nil
+		end := bytes.Index(buf, crlfcrlf)
+		head := buf
+		if end >= 0 {
+			head = buf[:end+4]
+		}
+		if bareLF(head) {
+			return nil, nil
+		}
+		if end >= 0 {
+			return head, nil
 		}
 		if len(buf) >= fastHeadMax {
 			return nil, nil
@@ -222,7 +265,7 @@ func (f *FastServer) readHead(fc *fastConn) ([]byte, error) {
 			fc.c.SetReadDeadline(time.Now().Add(f.hs.ReadHeaderTimeout))
 			deadline, fc.deadlineMoved = true, true
 		}
-		if _, err := fc.br.Peek(len(buf) + 1); err != nil {
+		if _, err := f.wait(fc, len(buf)+1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
 				return nil, nil
 			}
@@ -233,6 +276,21 @@ func (f *FastServer) readHead(fc *fastConn) ([]byte, error) {
 }
 
 var crlfcrlf = []byte("\r\n\r\n")
+
+// bareLF reports whether b holds an LF that no CR precedes.
+func bareLF(b []byte) bool {
+	for i := bytes.IndexByte(b, '\n'); i >= 0; {
+		if i == 0 || b[i-1] != '\r' {
+			return true
+		}
+		j := bytes.IndexByte(b[i+1:], '\n')
+		if j < 0 {
+			return false
+		}
+		i += 1 + j
+	}
+	return false
+}
 
 // fastRequest is what the fast path needs of a request head. Its byte slices point into the
 // connection's read buffer and are valid until the head is discarded.
@@ -328,7 +386,9 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 			}
 			r.ifNoneMatch = value
 		case asciiEqualFold(name, "x-request-id"):
-			r.requestID = value
+			if r.requestID == nil { // the first, as the router's Header.Get
+				r.requestID = value
+			}
 		case asciiEqualFold(name, "connection"):
 			for tok := range bytes.SplitSeq(value, []byte(",")) {
 				tok = trimOWS(tok)
@@ -524,7 +584,8 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 	switch {
 	case req.head:
 		fc.bw.Write(h) // sent with whatever follows
-	case fc.bw.Buffered() > 0: // answers to pipelined requests are waiting: they go first
+	case fc.bw.Buffered() > 0 || info.Size == 0: // answers to pipelined requests go first;
+		// an empty NAR has no body to send the head with (MSG_MORE would hold it back ~200 ms)
 		fc.bw.Write(h)
 		err = fc.bw.Flush()
 	default:

@@ -11,6 +11,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -107,7 +109,7 @@ func TestFastPathAnswersAsTheRouter(t *testing.T) {
 	}
 	absentNar := "/nar/" + strings.Repeat("0", 52) + ".nar.zst"
 	// The first fastCases are the fast path's to answer; the rest net/http's.
-	const fastCases = 14
+	const fastCases = 15
 	cases := []struct {
 		name, raw string
 		head      bool
@@ -120,6 +122,7 @@ func TestFastPathAnswersAsTheRouter(t *testing.T) {
 		{"other etag", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "If-None-Match: \"x\"\r\n\r\n", false},
 		{"request id kept", "GET " + miss + " HTTP/1.1\r\n" + host + "X-Request-Id: abc-123\r\n\r\n", false},
 		{"request id replaced", "GET " + miss + " HTTP/1.1\r\n" + host + "X-Request-Id: a b\r\n\r\n", false},
+		{"two request ids", "GET " + miss + " HTTP/1.1\r\n" + host + "X-Request-Id: first\r\nX-Request-Id: second\r\n\r\n", false},
 		{"close", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "Connection: close\r\n\r\n", false},
 		{"nix's headers", "GET " + u.NarInfoPath() + " HTTP/1.1\r\nHost: 127.0.0.1:5000\r\nUser-Agent: curl/7.88.1 Nix/2.8.0\r\nAccept: */*\r\nAccept-Encoding: deflate, gzip, br, zstd\r\n\r\n", false},
 		{"stored nar", "GET " + nar + " HTTP/1.1\r\n" + host + "\r\n", false},
@@ -149,6 +152,10 @@ func TestFastPathAnswersAsTheRouter(t *testing.T) {
 		{"obs-fold", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "X-A: b\r\n c\r\n\r\n", false},
 		{"space before colon", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "X-A : b\r\n\r\n", false},
 		{"bare LF", "GET " + u.NarInfoPath() + " HTTP/1.1\n" + host + "\r\n", false},
+		// No CRLFCRLF ever comes: the fast path must not wait for one.
+		{"bare LF throughout", "GET " + u.NarInfoPath() + " HTTP/1.1\nHost: cache\n\n", false},
+		{"bare LF ends the head", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "\n", false},
+		{"bare LF ends a miss", "HEAD " + miss + " HTTP/1.1\nHost: cache\n\n", true},
 		{"NUL in a value", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "X-A: \x00\r\n\r\n", false},
 		{"body on a GET", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "Content-Length: 2\r\n\r\nab", false},
 		{"chunked", "GET " + u.NarInfoPath() + " HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false},
@@ -425,5 +432,128 @@ func TestFastPathIdleTimeout(t *testing.T) {
 	}
 	if before == 0 {
 		t.Fatal("the fast path answered none of the requests")
+	}
+}
+
+// TestFastPathPipelinedBeforePartialHead: answers to pipelined requests go out while the next
+// head is still arriving, and are not lost when it never completes.
+func TestFastPathPipelinedBeforePartialHead(t *testing.T) {
+	tc := newTestCache(t)
+	u := newUpload(t, "pipelined", "zstd")
+	u.store(t, tc)
+	fast, _ := startFast(t, tc, 30*time.Second)
+	full := "GET " + u.NarInfoPath() + " HTTP/1.1\r\nHost: cache\r\n\r\n"
+	partial := "GET " + u.NarInfoPath() + " HTTP/1.1\r\nHo"
+	for _, hangUp := range []bool{false, true} {
+		c, err := net.Dial("tcp", fast)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, full+full+partial) // one write: both heads reach the server together
+		if hangUp {
+			c.(*net.TCPConn).CloseWrite()
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second)) // far below ReadHeaderTimeout
+		br := bufio.NewReader(c)
+		for i := 1; i <= 2; i++ {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("hang-up %v: answer %d to the complete heads: %v", hangUp, i, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("StorePath: /nix/store/"+u.Hash+"-")) {
+				t.Fatalf("hang-up %v: answer %d: %d %q", hangUp, i, resp.StatusCode, body)
+			}
+		}
+	}
+}
+
+// TestFastPathShutdownMidHead: a connection whose next head has only partly arrived has no
+// request in flight; Shutdown closes it at once, as net/http does, instead of waiting for
+// ReadHeaderTimeout.
+func TestFastPathShutdownMidHead(t *testing.T) {
+	tc := newTestCache(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := server.NewFastServer(tc.Handler, &http.Server{Handler: tc.Handler, ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute})
+	done := make(chan error, 1)
+	go func() { done <- fs.Serve(ln) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	miss := "/" + storeHash("mid-head") + ".narinfo"
+	io.WriteString(c, "GET "+miss+" HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("%v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+	io.WriteString(c, "GET "+miss+" HTTP/1.1\r\nHo")
+	time.Sleep(100 * time.Millisecond) // the server is waiting for the rest of the head
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := fs.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v after %v", err, time.Since(start))
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Shutdown took %v with a head half-read (ReadHeaderTimeout is a minute)", d)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve returned %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
+		t.Errorf("connection still open after Shutdown (read: %v)", err)
+	}
+}
+
+// TestFastPathEmptyNar: the head of an empty NAR is not held back waiting for a body
+// (MSG_MORE keeps a lone head in the kernel for about 200 ms).
+func TestFastPathEmptyNar(t *testing.T) {
+	tc := newTestCache(t)
+	name := "nar/" + strings.Repeat("1", 52) + ".nar"
+	if err := os.MkdirAll(filepath.Join(tc.Root, "nar"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tc.Root, name), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fast, fs := startFast(t, tc, 30*time.Second)
+	raw := "GET /" + name + " HTTP/1.1\r\nHost: cache\r\n\r\n"
+	want := exchange(t, tc.Addr, raw, 1, false)
+	if got := exchange(t, fast, raw, 1, false); got[0] != want[0] {
+		t.Fatalf("fast path answered\n%s\nnet/http answered\n%s", got[0], want[0])
+	}
+	c, err := net.Dial("tcp", fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	const n = 10
+	before := fs.Answered()
+	start := time.Now()
+	for range n { // one at a time: each answer is read before the next request is sent
+		io.WriteString(c, raw)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusOK || resp.ContentLength != 0 {
+			t.Fatalf("%v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	if got := fs.Answered() - before; got != n {
+		t.Fatalf("the fast path answered %d of %d", got, n)
+	}
+	// Held back, n answers take at least n*200 ms; sent at once, a few ms.
+	if d := time.Since(start); d > n*100*time.Millisecond {
+		t.Errorf("%d empty NARs took %v", n, d)
 	}
 }
