@@ -86,9 +86,14 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 			// Wrapped, so that a body over the size limit or a stalled one still reads as that.
 			return inputErr("NAR", "%s is not a valid %s-compressed NAR: %w", nn.Name, nn.Compression, err)
 		}
+		// The compressed stream must end properly (its checksums and trailer) right after the
+		// NAR: a stored file that nix cannot decompress to its end is a broken path.
 		var one [1]byte
-		if m, _ := io.ReadFull(dec, one[:]); m > 0 {
+		switch m, err := io.ReadFull(dec, one[:]); {
+		case m > 0:
 			return inputErr("NAR", "%s: data after the end of the NAR", nn.Name)
+		case err != io.EOF:
+			return inputErr("NAR", "%s: the %s stream is damaged after the NAR: %w", nn.Name, nn.Compression, err)
 		}
 		// Whatever follows the compressed stream is covered by the file hash.
 		if _, err := io.Copy(io.Discard, src); err != nil {

@@ -171,11 +171,18 @@ func TestDictionaryLimit(t *testing.T) {
 
 func TestMalformedRefused(t *testing.T) {
 	file := xzTool(t, sample(100000))
+	// The footer's backward size gives the index's: cutting both leaves whole blocks, which the
+	// decoder alone takes for a complete stream.
+	footer := file[len(file)-12:]
+	indexSize := (int(footer[4]) | int(footer[5])<<8 | int(footer[6])<<16 | int(footer[7])<<24 + 1) * 4
 	for name, f := range map[string][]byte{
-		"not xz":      []byte("definitely not an xz stream"),
-		"truncated":   file[:len(file)/2],
-		"bad control": append(append([]byte{}, file[:24]...), 0x42, 0x00),
-		"empty":       nil,
+		"not xz":              []byte("definitely not an xz stream"),
+		"truncated":           file[:len(file)/2],
+		"bad control":         append(append([]byte{}, file[:24]...), 0x42, 0x00),
+		"empty":               nil,
+		"no index and footer": file[:len(file)-12-indexSize],
+		"no footer":           file[:len(file)-12],
+		"half a footer":       file[:len(file)-6],
 	} {
 		if _, err := decode(f, DefaultMaxDict); err == nil {
 			t.Errorf("%s: decoded without an error", name)
