@@ -4,9 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"syscall"
 	"testing"
 
 	"github.com/cached-dev/cached/internal/backend"
+	"github.com/cached-dev/cached/internal/backend/disk"
+	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/signing"
 )
 
 // TestDamagedStreamsRefused: an upload whose compressed stream is cut or damaged after the NAR
@@ -54,5 +61,47 @@ func TestDamagedStreamsRefused(t *testing.T) {
 				})
 			})
 		}
+	}
+}
+
+// fullDisk is a backend whose Save fails part-way, as on a full disk (a fault a real disk
+// cannot be made to produce in a test).
+type fullDisk struct {
+	*disk.Backend
+	after int64 // bytes Save reads before failing
+}
+
+func (f fullDisk) Save(ctx context.Context, name string, r io.Reader) error {
+	io.CopyN(io.Discard, r, f.after)
+	return fmt.Errorf("write %s: %w", name, syscall.ENOSPC)
+}
+
+// TestStorageFailureIsNotTheUploads: when the storage fails while a valid NAR streams in, the
+// error is the storage's (a 5xx, which nix retries, logged with its cause), not a 400 blaming the
+// NAR, in every store policy.
+func TestStorageFailureIsNotTheUploads(t *testing.T) {
+	ctx := context.Background()
+	for _, pc := range [][2]string{{"as-uploaded", "none"}, {"as-uploaded", "xz"}, {"zstd", "none"}, {"zstd", "zstd"}, {"xz", "zstd"}} {
+		policy, comp := pc[0], pc[1]
+		t.Run(policy+"/"+comp, func(t *testing.T) {
+			_, be := newTestCache(t, Options{})
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			ix, err := index.Open(t.TempDir(), log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ix.Close() })
+			key, _ := signing.Generate("test-1")
+			c, err := New(ctx, fullDisk{be, 4096}, ix, key, log, Options{StoreCompression: policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := compress(t, comp, testNar(t, "full disk"))
+			_, err = c.PutNar(ctx, narName(file, comp), bytes.NewReader(file))
+			var ie *InputError
+			if errors.As(err, &ie) || !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("PutNar on a full disk: %v; want the storage's error, not an InputError", err)
+			}
+		})
 	}
 }

@@ -118,14 +118,19 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		prodErr <- err
 	}()
 	storeErr := store(pr)
-	pr.CloseWithError(errors.New("store stopped reading")) // unblock the producer if store gave up
+	pr.CloseWithError(errStoreStopped) // unblock the producer if store gave up
 	perr := <-prodErr
-	if perr != nil {
+	switch {
+	case storeErr != nil && errors.Is(perr, errStoreStopped):
+		// The storage failed (a full disk, an S3 outage) and the producer only saw the pipe
+		// close: the upload was not at fault, and the answer must say so (5xx, which nix
+		// retries), not blame the NAR.
+		return ingestResult{}, fmt.Errorf("storing %s: %w", nn.Name, storeErr)
+	case perr != nil:
 		// The producer's error says why (a refusal, a stalled or oversized body), even when the
 		// request's context has been cancelled since.
 		return ingestResult{}, perr
-	}
-	if storeErr != nil {
+	case storeErr != nil:
 		return ingestResult{}, storeErr
 	}
 	res := ingestResult{uploadedSize: uint64(uploaded.n), compression: target}
@@ -140,6 +145,9 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 	}
 	return res, nil
 }
+
+// errStoreStopped ends the pipe to the store when the store gave up reading it.
+var errStoreStopped = errors.New("store stopped reading")
 
 // PutNar stores an uploaded NAR file named name ("nar/<filehash>.nar.<ext>") after verifying,
 // while it streams, that its bytes hash to the file hash in the name and that it decompresses to
