@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
 	"runtime"
 	"sync"
 	"time"
@@ -254,6 +255,9 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 			return false, inputErr("References", "%s is not in the cache: upload the references of %s first", r, ni.StorePath)
 		}
 	}
+	if err := c.checkReferenceNames(ni); err != nil {
+		return false, err
+	}
 	name := hash + ".narinfo"
 	if err := c.backend.Save(ctx, name, bytes.NewReader(out)); err != nil {
 		return false, err
@@ -315,6 +319,50 @@ func (c *Cache) Open(ctx context.Context, name string) (backend.Object, error) {
 // caller has validated its name and content.
 func (c *Cache) PutFile(ctx context.Context, name string, body io.Reader) error {
 	return c.backend.Save(ctx, name, body)
+}
+
+// checkReferenceNames checks that every reference of ni names a store path the cache holds, name
+// included: a hash is found by hash alone, and a closure naming /nix/store/<hash>-othername
+// would be signed and served, then fail in nix ("path ... is not valid"). A reference to ni's
+// own hash must be ni's own path. The references' narinfos must be in the index.
+func (c *Cache) checkReferenceNames(ni *narinfo.NarInfo) error {
+	self, own := ni.HashPart(), path.Base(ni.StorePath)
+	for _, r := range ni.References {
+		h, _, err := narinfo.ParseBaseName(r)
+		if err != nil {
+			return inputErr("References", "%q: %w", r, err)
+		}
+		if h == self {
+			if r != own {
+				return inputErr("References", "%s has this path's hash but not its name (%s)", r, own)
+			}
+			continue
+		}
+		text, err := c.index.NarInfo(h)
+		if err != nil {
+			return fmt.Errorf("narinfo of reference %s: %w", r, err)
+		}
+		if held := path.Base(storePathLine(text)); held != r {
+			return inputErr("References", "%s is not in the cache: it holds %s under that hash", r, held)
+		}
+	}
+	return nil
+}
+
+// storePathLine returns the StorePath of a narinfo's text, "" without one.
+func storePathLine(text []byte) string {
+	for len(text) > 0 {
+		line := text
+		if i := bytes.IndexByte(text, '\n'); i >= 0 {
+			line, text = text[:i], text[i+1:]
+		} else {
+			text = nil
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("StorePath: ")); ok {
+			return string(bytes.TrimSpace(v))
+		}
+	}
+	return ""
 }
 
 // refHashes returns the store hashes a narinfo references, itself excluded.

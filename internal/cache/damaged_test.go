@@ -13,6 +13,7 @@ import (
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/backend/disk"
 	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/narinfo"
 	"github.com/cached-dev/cached/internal/signing"
 )
 
@@ -103,5 +104,47 @@ func TestStorageFailureIsNotTheUploads(t *testing.T) {
 				t.Fatalf("PutNar on a full disk: %v; want the storage's error, not an InputError", err)
 			}
 		})
+	}
+}
+
+// TestReferencesByName: a reference must name a path the cache holds, name and all, and a
+// reference to the path's own hash must be the path itself. Checking the hash alone would sign
+// closures that nix then cannot substitute ("path ... is not valid").
+func TestReferencesByName(t *testing.T) {
+	ctx := context.Background()
+	c, _ := newTestCache(t, Options{})
+	put := func(hash, name string, refs ...string) error {
+		narBytes := testNar(t, hash+name)
+		file := compress(t, "zstd", narBytes)
+		url := narName(file, "zstd")
+		if _, err := c.PutNar(ctx, url, bytes.NewReader(file)); err != nil {
+			t.Fatalf("PutNar: %v", err)
+		}
+		ni, err := narinfo.Parse(narInfoFor(t, hash, narBytes, file, url, "zstd"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ni.StorePath = "/nix/store/" + hash + "-" + name
+		ni.References = refs
+		_, err = c.PutNarInfo(ctx, hash, ni.Bytes())
+		return err
+	}
+	const dep, top = "0123456789abcdfghijklmnpqrsvwxyz", "zyxwvsrqpnmlkjihgfdcba9876543210"
+	if err := put(dep, "dep"); err != nil {
+		t.Fatal(err)
+	}
+	for _, refs := range [][]string{
+		{dep + "-other"},                // the dependency's hash, another name
+		{top + "-other", dep + "-dep"},  // this path's hash, another name
+		{dep + "-dep", top + "-other2"}, // the same, second
+	} {
+		err := put(top, "top", refs...)
+		var ie *InputError
+		if !errors.As(err, &ie) || ie.Field != "References" {
+			t.Errorf("references %v: %v, want a refusal naming References", refs, err)
+		}
+	}
+	if err := put(top, "top", top+"-top", dep+"-dep"); err != nil {
+		t.Fatalf("correct references refused: %v", err)
 	}
 }
