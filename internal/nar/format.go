@@ -28,6 +28,11 @@ const (
 const (
 	maxNameLen   = 255
 	maxTargetLen = 4095
+	// maxPathLen bounds the path of a node inside the NAR, entry names joined with "/": what a
+	// file system call takes (PATH_MAX, NUL excluded), before the store path is even put in
+	// front. It also bounds the memory the directory stack takes, which a deeply nested NAR
+	// of a few KiB compressed could otherwise make gigabytes.
+	maxPathLen = 4095
 	// maxKeywordLen bounds tokens where only a keyword may appear, so a
 	// hostile length prefix there is rejected before anything is read.
 	// The longest keyword, the magic, is 13 bytes.

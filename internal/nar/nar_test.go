@@ -349,15 +349,16 @@ func TestWalkCallbackError(t *testing.T) {
 	}
 }
 
-func TestDeepNesting(t *testing.T) {
-	const depth = 20000
+// nested is a NAR of depth directories, each holding one entry called name, around a file.
+func nested(t testing.TB, depth int, name string) []byte {
+	t.Helper()
 	var b bytes.Buffer
 	w := NewWriter(&b)
 	for range depth {
 		if err := w.StartDirectory(); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Entry("d"); err != nil {
+		if err := w.Entry(name); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -372,8 +373,37 @@ func TestDeepNesting(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := Check(bytes.NewReader(b.Bytes())); err != nil || n != int64(b.Len()) {
-		t.Fatalf("Check = %d, %v", n, err)
+	return b.Bytes()
+}
+
+// TestDeepNesting: nesting is taken as deep as a path can be (maxPathLen: 2048 one-byte names
+// and their slashes), without recursion; one level more is refused.
+func TestDeepNesting(t *testing.T) {
+	ok := nested(t, 2048, "d")
+	if n, err := Check(bytes.NewReader(ok)); err != nil || n != int64(len(ok)) {
+		t.Fatalf("Check of a 4095-byte path = %d, %v", n, err)
+	}
+	_, err := Check(bytes.NewReader(nested(t, 2049, "d")))
+	if err == nil || !strings.Contains(err.Error(), "4097 bytes long, more than the limit of 4095") {
+		t.Fatalf("Check of a 4097-byte path: %v", err)
+	}
+}
+
+// TestDeepNestingMemory: a deeply nested NAR of long names (a few KiB once compressed) is refused
+// within the path limit, having taken a bounded amount of memory, not memory that grows with
+// the nesting.
+func TestDeepNestingMemory(t *testing.T) {
+	file := nested(t, 20000, strings.Repeat("a", 255)) // a 5 MB path
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := Check(bytes.NewReader(file))
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "more than the limit") {
+		t.Fatalf("Check: %v", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Errorf("Check allocated %d KiB for a NAR nested %d deep", grew>>10, 20000)
 	}
 }
 

@@ -39,9 +39,9 @@ func Check(r io.Reader) (int64, error) {
 	return Walk(r, nil)
 }
 
-// decoder is a non-recursive NAR parser: hostile NARs can nest directories
-// arbitrarily deep, so the directory stack lives on the heap and costs
-// memory proportional to input already read, not goroutine stack.
+// decoder is a non-recursive NAR parser: the directory stack lives on the
+// heap, not on the goroutine stack, and maxPathLen bounds its depth (2048
+// levels of one-byte names) and the memory it takes.
 type decoder struct {
 	br  *bufio.Reader
 	off int64 // bytes consumed from br
@@ -361,6 +361,9 @@ func (d *decoder) dirStep() error {
 		d.path = append(d.path, '/')
 	}
 	d.path = append(d.path, f.prev...) // not name: d.tok was reused by expect
+	if len(d.path) > maxPathLen {
+		return d.errAt(start, "path %s is %d bytes long, more than the limit of %d: no file system could unpack it", where(d.path), len(d.path), maxPathLen)
+	}
 	depth, parentLen := len(d.dirs), f.pathLen
 	// f.prev rather than name, which aliased d.tok.
 	if err := d.node(f.prev); err != nil {
