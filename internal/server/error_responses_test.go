@@ -146,7 +146,7 @@ func TestUploadRefusals(t *testing.T) {
 			},
 		},
 		{
-			name: "NAR over MaxUploadSize", status: http.StatusRequestEntityTooLarge,
+			name: "NAR over MaxUploadSize", status: http.StatusRequestEntityTooLarge, fields: []string{"limit of 4.0 MiB (--max-upload-size)"},
 			send: func(t *testing.T, tc *testCache) (*response, []string) {
 				big := make([]byte, testMaxUpload+1024)
 				u := newUploadNAR(t, "big", "none", handNAR("nix-archive-1", "(", "type", "regular", "contents", string(big), ")"))
@@ -208,7 +208,7 @@ func TestUploadRefusals(t *testing.T) {
 			},
 		},
 		{
-			name: "narinfo over MaxMetaSize", status: http.StatusRequestEntityTooLarge,
+			name: "narinfo over MaxMetaSize", status: http.StatusRequestEntityTooLarge, fields: []string{"limit of 64 KiB after decoding (--max-meta-size)"},
 			send: func(t *testing.T, tc *testCache) (*response, []string) {
 				u := newUpload(t, "huge-narinfo", "xz")
 				mustStatus(t, "PUT nar", tc.put(t, u.NarPath, u.File), http.StatusOK)
@@ -217,7 +217,7 @@ func TestUploadRefusals(t *testing.T) {
 			},
 		},
 		{
-			name: "narinfo over MaxMetaSize once decoded", status: http.StatusRequestEntityTooLarge,
+			name: "narinfo over MaxMetaSize once decoded", status: http.StatusRequestEntityTooLarge, fields: []string{"limit of 64 KiB after decoding (--max-meta-size)"},
 			send: func(t *testing.T, tc *testCache) (*response, []string) {
 				u := newUpload(t, "bomb-narinfo", "xz")
 				mustStatus(t, "PUT nar", tc.put(t, u.NarPath, u.File), http.StatusOK)

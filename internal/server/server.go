@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"errors"
+	"github.com/dustin/go-humanize"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -133,7 +134,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	)
 	switch {
 	case errors.As(err, &tooBig):
-		status, message = http.StatusRequestEntityTooLarge, "body larger than the configured limit"
+		status, message = http.StatusRequestEntityTooLarge, "body larger than the limit of "+humanize.IBytes(uint64(tooBig.Limit))
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/nar/"):
+			message += " (--max-upload-size)"
+		case !strings.HasPrefix(r.URL.Path, "/_cached/"):
+			message += " after decoding (--max-meta-size)"
+		}
 	case errors.As(err, &stalled):
 		status, message = http.StatusRequestTimeout, stalled.Error()
 	case errors.As(err, &ie):
