@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -243,10 +244,16 @@ func ParseDuration(s string) (time.Duration, error) {
 	for suffix, unit := range map[string]time.Duration{"d": 24 * time.Hour, "w": 7 * 24 * time.Hour} {
 		if n, ok := strings.CutSuffix(s, suffix); ok {
 			v, err := strconv.ParseFloat(n, 64)
-			if err != nil || v < 0 {
+			if err != nil || !(v >= 0) { // !(v >= 0) also refuses NaN
 				return 0, fmt.Errorf("duration %q: want e.g. 30d, 2w, 36h, 90m", s)
 			}
-			return time.Duration(v * float64(unit)), nil
+			// A float past the largest Duration converts to a negative one: gc would take
+			// "older than 999999d" for "older than a moment ago" and delete everything.
+			f := v * float64(unit)
+			if f >= math.MaxInt64 {
+				return 0, fmt.Errorf("duration %q is too long: at most %dd", s, math.MaxInt64/int64(24*time.Hour))
+			}
+			return time.Duration(f), nil
 		}
 	}
 	d, err := time.ParseDuration(s)
