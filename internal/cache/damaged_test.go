@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/backend/disk"
@@ -146,5 +149,37 @@ func TestReferencesByName(t *testing.T) {
 	}
 	if err := put(top, "top", top+"-top", dep+"-dep"); err != nil {
 		t.Fatalf("correct references refused: %v", err)
+	}
+}
+
+// TestReuploadRestartsGrace: a NAR uploaded long ago whose narinfo never came, uploaded again
+// (deduplicated onto the old object), gets a new grace period: a collection between the NAR
+// PUT and the narinfo PUT keeps it, and the narinfo is then accepted.
+func TestReuploadRestartsGrace(t *testing.T) {
+	ctx := context.Background()
+	c, be := newTestCache(t, Options{})
+	narBytes := testNar(t, "reupload")
+	file := compress(t, "zstd", narBytes)
+	url := narName(file, "zstd")
+	if _, err := c.PutNar(ctx, url, bytes.NewReader(file)); err != nil {
+		t.Fatal(err)
+	}
+	// Two hours ago, and never marked (no collection ran since, or a reindex cleared the marks).
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(filepath.Join(be.Root(), url), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutNar(ctx, url, bytes.NewReader(file)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.MarkUnreferencedNars(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if deleted, _, err := c.DeleteNarIfOrphaned(ctx, url, time.Hour); err != nil || deleted {
+		t.Fatalf("collection with a 1h grace period after the NAR was uploaded again: deleted=%v, %v", deleted, err)
+	}
+	hash := "0123456789abcdfghijklmnpqrsvwxyz"
+	if stored, err := c.PutNarInfo(ctx, hash, narInfoFor(t, hash, narBytes, file, url, "zstd")); err != nil || !stored {
+		t.Fatalf("narinfo after the collection: stored=%v, %v", stored, err)
 	}
 }

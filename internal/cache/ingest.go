@@ -308,12 +308,17 @@ func (c *Cache) forgetAliasesTo(ctx context.Context, stored string) error {
 	return nil
 }
 
-// refreshOrphan restarts the grace period of an orphaned NAR that was just uploaded again.
+// refreshOrphan starts the grace period of a NAR that was just uploaded (again) anew, so that
+// garbage collection leaves it for the narinfo to come: it marks it orphaned as of now, unless a
+// narinfo already references it. Left unmarked, an old object that an upload was deduplicated
+// onto would be marked by the next collection as orphaned since its modification time, its grace
+// period already over, and deleted before the narinfo arrived.
 func (c *Cache) refreshOrphan(ctx context.Context, name string) error {
-	if _, err := c.index.Orphaned(name); err != nil {
-		return nil
-	}
-	if err := c.index.ClearOrphaned(name); err != nil {
+	if _, err := c.index.Orphaned(name); err == nil {
+		if err := c.index.ClearOrphaned(name); err != nil {
+			return err
+		}
+	} else if ref, err := c.index.NarReferenced(name); err != nil || ref {
 		return err
 	}
 	return c.index.SetOrphaned(name, time.Now())
