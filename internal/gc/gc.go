@@ -120,11 +120,13 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 	for _, pt := range paths {
 		narSize[pt.nar] = pt.narSize
 	}
+	toFree := map[string]int64{} // NARs this run leaves without a narinfo
 	for n, sz := range narSize {
 		if keptNars[n] {
 			rep.SizeAfter += sz
 		} else {
 			rep.BytesToFree += sz
+			toFree[n] = sz
 		}
 	}
 
@@ -202,12 +204,12 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 			if deleted {
 				rep.NarsDeleted++
 				rep.BytesFreed += size
+				// Freed now rather than after the grace period (--grace 0); NARs left by
+				// earlier runs were never counted here.
+				rep.BytesToFree -= toFree[name]
 				fmt.Fprintf(out, "deleted %s (%d bytes)\n", name, size)
 			}
 		}
-	}
-	if rep.BytesToFree -= rep.BytesFreed; rep.BytesToFree < 0 {
-		rep.BytesToFree = 0
 	}
 	fmt.Fprintf(out, "gc: %d of %d paths %s, %d NARs deleted, %d bytes freed, %d bytes more after the %s grace period, %d bytes kept, %d failures\n",
 		rep.PathsDeleted, rep.Paths, map[bool]string{true: "would be deleted", false: "deleted"}[p.DryRun],

@@ -1,0 +1,103 @@
+package gc
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cached-dev/cached/internal/backend/disk"
+	"github.com/cached-dev/cached/internal/cache"
+	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/nar"
+	"github.com/cached-dev/cached/internal/narinfo"
+	"github.com/cached-dev/cached/internal/signing"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+)
+
+// runCache is a cache on a real disk backend and Badger index, storing NARs as uploaded.
+func runCache(t *testing.T) (*cache.Cache, *index.Index) {
+	t.Helper()
+	be, err := disk.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ix, err := index.Open(t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
+	key, _ := signing.Generate("test-1")
+	c, err := cache.New(context.Background(), be, ix, key, log, cache.Options{StoreCompression: "as-uploaded"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, ix
+}
+
+// upload stores path number i (a one-file NAR, uncompressed) and returns its hash, NAR name
+// and NAR size.
+func upload(t *testing.T, c *cache.Cache, i int) (hash, narName string, size int64) {
+	t.Helper()
+	var buf bytes.Buffer
+	w := nar.NewWriter(&buf)
+	body := strings.Repeat(fmt.Sprintf("path %d ", i), 100+i)
+	if err := w.File(false, int64(len(body)), strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	sum := sha256.Sum256(b)
+	narName = "nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
+	hash = fmt.Sprintf("0123456789abcdfghijklmnpqrsvw%03d", i)
+	ctx := context.Background()
+	if _, err := c.PutNar(ctx, narName, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	h := narinfo.Hash{Algo: "sha256", Digest: sum[:]}
+	ni := narinfo.NarInfo{StorePath: "/nix/store/" + hash + "-test", URL: narName, Compression: "none",
+		NarHash: h, NarSize: uint64(len(b)), FileHash: h, FileSize: uint64(len(b))}
+	if _, err := c.PutNarInfo(ctx, hash, ni.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	return hash, narName, int64(len(b))
+}
+
+// TestBytesToFreeIsThisRunsNars: "bytes more after the grace period" counts the NARs this run
+// leaves without a narinfo, whatever NARs of earlier runs it frees.
+func TestBytesToFreeIsThisRunsNars(t *testing.T) {
+	ctx := context.Background()
+	c, ix := runCache(t)
+	policy := Policy{ByAge: true, OlderThan: 30 * 24 * time.Hour, Grace: time.Hour}
+	old := time.Now().Add(-40 * 24 * time.Hour)
+	hash1, nar1, size1 := upload(t, c, 1)
+	ix.SetCreated(hash1, old)
+	rep, err := Run(ctx, c, ix, policy, io.Discard)
+	if err != nil || rep.PathsDeleted != 1 || rep.NarsDeleted != 0 || rep.BytesToFree != size1 {
+		t.Fatalf("run 1: %+v, %v; want path 1 deleted and its %d bytes to free", rep, err, size1)
+	}
+	// The grace period of path 1's NAR is over (its mark is moved back); path 2 is old now.
+	ix.ClearOrphaned(nar1)
+	ix.SetOrphaned(nar1, time.Now().Add(-2*time.Hour))
+	hash2, _, size2 := upload(t, c, 2)
+	ix.SetCreated(hash2, old)
+	rep, err = Run(ctx, c, ix, policy, io.Discard)
+	if err != nil || rep.PathsDeleted != 1 || rep.NarsDeleted != 1 || rep.BytesFreed != size1 || rep.BytesToFree != size2 {
+		t.Fatalf("run 2: %+v, %v; want path 2 deleted, NAR 1 freed (%d bytes), %d bytes to free", rep, err, size1, size2)
+	}
+	// With no grace period, what this run frees is not also still to free.
+	hash3, _, size3 := upload(t, c, 3)
+	ix.SetCreated(hash3, old)
+	rep, err = Run(ctx, c, ix, Policy{ByAge: true, OlderThan: 30 * 24 * time.Hour}, io.Discard)
+	if err != nil || rep.BytesToFree != 0 || rep.BytesFreed != size2+size3 {
+		t.Fatalf("run 3: %+v, %v; want %d bytes freed and none to free", rep, err, size2+size3)
+	}
+}
