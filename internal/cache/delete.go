@@ -52,6 +52,11 @@ func (c *Cache) DeleteNarInfo(ctx context.Context, hash string) error {
 	if err := c.index.ForgetPath(hash); err != nil {
 		return err
 	}
+	// The NAR's grace period starts now, even if an older mark survived (set while another
+	// replica's narinfo for it was not yet in this index).
+	if err := c.index.ClearOrphaned(ni.URL); err != nil {
+		return err
+	}
 	return c.index.SetOrphaned(ni.URL, time.Now())
 }
 

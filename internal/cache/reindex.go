@@ -110,6 +110,11 @@ func (c *Cache) indexFromBackend(ctx context.Context, hash string, modTime time.
 	if err := c.index.PutNarHash(ni.NarHash.String(), ni.URL); err != nil {
 		return err
 	}
+	// A narinfo holds its NAR: a mark this index set before it knew of the narinfo (committed
+	// through another replica) is stale, and would start the NAR's grace period too early.
+	if err := c.index.ClearOrphaned(ni.URL); err != nil {
+		return err
+	}
 	return c.index.SetCreated(hash, modTime)
 }
 

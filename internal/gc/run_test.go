@@ -27,6 +27,12 @@ func runCache(t *testing.T) (*cache.Cache, *index.Index) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return replica(t, be, false)
+}
+
+// replica is a cache with an index of its own on be; readThrough as for replicas on one bucket.
+func replica(t *testing.T, be *disk.Backend, readThrough bool) (*cache.Cache, *index.Index) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ix, err := index.Open(t.TempDir(), log)
 	if err != nil {
@@ -34,7 +40,7 @@ func runCache(t *testing.T) (*cache.Cache, *index.Index) {
 	}
 	t.Cleanup(func() { ix.Close() })
 	key, _ := signing.Generate("test-1")
-	c, err := cache.New(context.Background(), be, ix, key, log, cache.Options{StoreCompression: "as-uploaded"})
+	c, err := cache.New(context.Background(), be, ix, key, log, cache.Options{StoreCompression: "as-uploaded", ReadThrough: readThrough})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +50,12 @@ func runCache(t *testing.T) (*cache.Cache, *index.Index) {
 // upload stores path number i (a one-file NAR, uncompressed) and returns its hash, NAR name
 // and NAR size.
 func upload(t *testing.T, c *cache.Cache, i int) (hash, narName string, size int64) {
+	t.Helper()
+	return uploadThrough(t, c, c, i)
+}
+
+// uploadThrough sends path i's NAR to one cache and its narinfo to another (replicas).
+func uploadThrough(t *testing.T, narTo, infoTo *cache.Cache, i int) (hash, narName string, size int64) {
 	t.Helper()
 	var buf bytes.Buffer
 	w := nar.NewWriter(&buf)
@@ -59,13 +71,13 @@ func upload(t *testing.T, c *cache.Cache, i int) (hash, narName string, size int
 	narName = "nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
 	hash = fmt.Sprintf("0123456789abcdfghijklmnpqrsvw%03d", i)
 	ctx := context.Background()
-	if _, err := c.PutNar(ctx, narName, bytes.NewReader(b)); err != nil {
+	if _, err := narTo.PutNar(ctx, narName, bytes.NewReader(b)); err != nil {
 		t.Fatal(err)
 	}
 	h := narinfo.Hash{Algo: "sha256", Digest: sum[:]}
 	ni := narinfo.NarInfo{StorePath: "/nix/store/" + hash + "-test", URL: narName, Compression: "none",
 		NarHash: h, NarSize: uint64(len(b)), FileHash: h, FileSize: uint64(len(b))}
-	if _, err := c.PutNarInfo(ctx, hash, ni.Bytes()); err != nil {
+	if _, err := infoTo.PutNarInfo(ctx, hash, ni.Bytes()); err != nil {
 		t.Fatal(err)
 	}
 	return hash, narName, int64(len(b))
@@ -99,5 +111,71 @@ func TestBytesToFreeIsThisRunsNars(t *testing.T) {
 	rep, err = Run(ctx, c, ix, Policy{ByAge: true, OlderThan: 30 * 24 * time.Hour}, io.Discard)
 	if err != nil || rep.BytesToFree != 0 || rep.BytesFreed != size2+size3 {
 		t.Fatalf("run 3: %+v, %v; want %d bytes freed and none to free", rep, err, size2+size3)
+	}
+}
+
+// TestNarGraceStartsWhenItsNarinfoGoes: the grace period of a NAR starts when gc deletes its last
+// narinfo, whatever orphan mark an index kept from before it knew of that narinfo (replica A
+// marked the NAR while replica B's narinfo for it was still to come). A's sync drops such a mark,
+// and a collection deleting the narinfo starts a new one, so the NAR is not deleted with it.
+func TestNarGraceStartsWhenItsNarinfoGoes(t *testing.T) {
+	ctx := context.Background()
+	be, err := disk.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ixA := replica(t, be, true)
+	b, _ := replica(t, be, true)
+	policy := Policy{ByAge: true, OlderThan: 30 * 24 * time.Hour, Grace: time.Hour}
+	old := time.Now().Add(-40 * 24 * time.Hour)
+
+	// Path 1: the NAR reaches B, A collects (and marks it), B gets the narinfo, A syncs.
+	var hash1, nar1 string
+	{
+		var buf bytes.Buffer
+		w := nar.NewWriter(&buf)
+		w.File(false, 3, strings.NewReader("one"))
+		w.Close()
+		sum := sha256.Sum256(buf.Bytes())
+		nar1 = "nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
+		if _, err := b.PutNar(ctx, nar1, bytes.NewReader(buf.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Run(ctx, a, ixA, policy, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ixA.Orphaned(nar1); err != nil {
+			t.Fatalf("A's collection did not mark the NAR whose narinfo has not come: %v", err)
+		}
+		hash1 = "0123456789abcdfghijklmnpqrsvw001"
+		h := narinfo.Hash{Algo: "sha256", Digest: sum[:]}
+		ni := narinfo.NarInfo{StorePath: "/nix/store/" + hash1 + "-one", URL: nar1, Compression: "none",
+			NarHash: h, NarSize: uint64(buf.Len()), FileHash: h, FileSize: uint64(buf.Len())}
+		if _, err := b.PutNarInfo(ctx, hash1, ni.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Reindex(ctx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ixA.Orphaned(nar1); err == nil {
+		t.Error("A's sync indexed the narinfo but kept its NAR's orphan mark")
+	}
+
+	// Path 2: a stale mark, three days old, on a NAR a narinfo holds (as an index kept before
+	// the sync cleared such marks); the path is old, gc deletes it, and must keep the NAR.
+	hash2, nar2, _ := uploadThrough(t, b, b, 2)
+	if _, err := a.Reindex(ctx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	ixA.SetOrphaned(nar2, time.Now().Add(-72*time.Hour))
+	ixA.SetCreated(hash1, time.Now())
+	ixA.SetCreated(hash2, old)
+	rep, err := Run(ctx, a, ixA, policy, io.Discard)
+	if err != nil || rep.PathsDeleted != 1 {
+		t.Fatalf("gc on A: %+v, %v; want path 2 deleted", rep, err)
+	}
+	if _, err := be.Stat(ctx, nar2); err != nil {
+		t.Errorf("the NAR was deleted in the run that deleted its narinfo, with no grace period: %v", err)
 	}
 }
