@@ -87,3 +87,7 @@ func compressor(compression string, w io.Writer, o Options) (io.WriteCloser, err
 type nopWriteCloser struct{ io.Writer }
 
 func (nopWriteCloser) Close() error { return nil }
+
+// SharesBackend reports whether other servers may write to the backend too (replicas on one
+// bucket), so that this index may lag behind it.
+func (c *Cache) SharesBackend() bool { return c.opts.ReadThrough }

@@ -66,6 +66,16 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 	if err := c.FlushAccess(); err != nil {
 		return rep, err
 	}
+	if c.SharesBackend() {
+		// Replicas: a narinfo committed through another server, which may reference a path
+		// collected here, reaches this index only at its next sync. Sync now, so that only
+		// what is committed elsewhere during this run can be missed.
+		st, err := c.Reindex(ctx, false, nil)
+		if err != nil {
+			return rep, fmt.Errorf("syncing with the backend before collecting: %w", err)
+		}
+		fmt.Fprintf(out, "gc: synced with the backend: %d narinfos added, %d removed\n", st.NarInfos, st.Removed)
+	}
 	paths, err := load(ix)
 	if err != nil {
 		return rep, err

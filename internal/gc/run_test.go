@@ -179,3 +179,46 @@ func TestNarGraceStartsWhenItsNarinfoGoes(t *testing.T) {
 		t.Errorf("the NAR was deleted in the run that deleted its narinfo, with no grace period: %v", err)
 	}
 }
+
+// TestReplicaGCSeesReferrersCommittedElsewhere: gc on replica A keeps a path that a narinfo
+// committed through replica B references, though A's periodic sync has not run since.
+func TestReplicaGCSeesReferrersCommittedElsewhere(t *testing.T) {
+	ctx := context.Background()
+	be, err := disk.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ixA := replica(t, be, true)
+	b, _ := replica(t, be, true)
+	dep, depNar, _ := upload(t, a, 1)
+	ixA.SetCreated(dep, time.Now().Add(-40*24*time.Hour))
+	// The dependent goes through B: its reference to dep is found in the bucket.
+	var buf bytes.Buffer
+	w := nar.NewWriter(&buf)
+	w.File(false, 3, strings.NewReader("top"))
+	w.Close()
+	sum := sha256.Sum256(buf.Bytes())
+	topNar := "nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
+	if _, err := b.PutNar(ctx, topNar, bytes.NewReader(buf.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	top := "0123456789abcdfghijklmnpqrsvw999"
+	h := narinfo.Hash{Algo: "sha256", Digest: sum[:]}
+	ni := narinfo.NarInfo{StorePath: "/nix/store/" + top + "-top", URL: topNar, Compression: "none",
+		NarHash: h, NarSize: uint64(buf.Len()), FileHash: h, FileSize: uint64(buf.Len()),
+		References: []string{dep + "-test"}}
+	if stored, err := b.PutNarInfo(ctx, top, ni.Bytes()); err != nil || !stored {
+		t.Fatalf("dependent through B: %v, %v", stored, err)
+	}
+	var out bytes.Buffer
+	rep, err := Run(ctx, a, ixA, Policy{ByAge: true, OlderThan: 30 * 24 * time.Hour, Grace: time.Hour}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.Stat(ctx, dep+".narinfo"); err != nil || rep.PathsDeleted != 0 {
+		t.Errorf("gc on A deleted %d paths; the dependency's narinfo: %v\n%s", rep.PathsDeleted, err, out.String())
+	}
+	if _, err := be.Stat(ctx, depNar); err != nil {
+		t.Errorf("the dependency's NAR: %v", err)
+	}
+}
