@@ -6,18 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/backend/disk"
-	"github.com/cached-dev/cached/internal/index"
 	"github.com/cached-dev/cached/internal/narinfo"
-	"github.com/cached-dev/cached/internal/signing"
 )
 
 // TestDamagedStreamsRefused: an upload whose compressed stream is cut or damaged after the NAR
@@ -68,14 +66,17 @@ func TestDamagedStreamsRefused(t *testing.T) {
 	}
 }
 
-// fullDisk is a backend whose Save fails part-way, as on a full disk (a fault a real disk
-// cannot be made to produce in a test).
+// fullDisk is a backend whose Save of an upload fails part-way, as on a full disk (a fault a
+// real disk cannot be made to produce in a test).
 type fullDisk struct {
 	*disk.Backend
 	after int64 // bytes Save reads before failing
 }
 
 func (f fullDisk) Save(ctx context.Context, name string, r io.Reader) error {
+	if !strings.HasPrefix(name, StagingPrefix) {
+		return f.Backend.Save(ctx, name, r)
+	}
 	io.CopyN(io.Discard, r, f.after)
 	return fmt.Errorf("write %s: %w", name, syscall.ENOSPC)
 }
@@ -88,18 +89,11 @@ func TestStorageFailureIsNotTheUploads(t *testing.T) {
 	for _, pc := range [][2]string{{"as-uploaded", "none"}, {"as-uploaded", "xz"}, {"zstd", "none"}, {"zstd", "zstd"}, {"xz", "zstd"}} {
 		policy, comp := pc[0], pc[1]
 		t.Run(policy+"/"+comp, func(t *testing.T) {
-			_, be := newTestCache(t, Options{})
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			ix, err := index.Open(t.TempDir(), log)
+			be, err := disk.Open(t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { ix.Close() })
-			key, _ := signing.Generate("test-1")
-			c, err := New(ctx, fullDisk{be, 4096}, ix, key, log, Options{StoreCompression: policy})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := newTestCacheOn(t, fullDisk{be, 4096}, Options{StoreCompression: policy})
 			file := compress(t, comp, testNar(t, "full disk"))
 			_, err = c.PutNar(ctx, narName(file, comp), bytes.NewReader(file))
 			var ie *InputError

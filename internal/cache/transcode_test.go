@@ -30,6 +30,12 @@ func newTestCache(t testing.TB, opts Options) (*Cache, *disk.Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestCacheOn(t, be, opts), be
+}
+
+// newTestCacheOn is a cache with a Badger index of its own on be.
+func newTestCacheOn(t testing.TB, be backend.Backend, opts Options) *Cache {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ix, err := index.Open(t.TempDir(), log)
 	if err != nil {
@@ -41,7 +47,7 @@ func newTestCache(t testing.TB, opts Options) (*Cache, *disk.Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, be
+	return c
 }
 
 // testNar is a small NAR: a directory with an executable, a symlink and a compressible file.

@@ -47,15 +47,26 @@ func replica(t *testing.T, be *disk.Backend, readThrough bool) (*cache.Cache, *i
 	return c, ix
 }
 
-// upload stores path number i (a one-file NAR, uncompressed) and returns its hash, NAR name
-// and NAR size.
-func upload(t *testing.T, c *cache.Cache, i int) (hash, narName string, size int64) {
+// twoReplicas are two caches on one disk backend, as replicas on one bucket: a with its index,
+// and b.
+func twoReplicas(t *testing.T) (*disk.Backend, *cache.Cache, *index.Index, *cache.Cache) {
 	t.Helper()
-	return uploadThrough(t, c, c, i)
+	be, err := disk.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ixA := replica(t, be, true)
+	b, _ := replica(t, be, true)
+	return be, a, ixA, b
 }
 
-// uploadThrough sends path i's NAR to one cache and its narinfo to another (replicas).
-func uploadThrough(t *testing.T, narTo, infoTo *cache.Cache, i int) (hash, narName string, size int64) {
+// testPath is store path number i: a NAR of one file, uncompressed, and its narinfo.
+type testPath struct {
+	hash, narName string
+	nar, info     []byte
+}
+
+func newPath(t *testing.T, i int, refs ...string) testPath {
 	t.Helper()
 	var buf bytes.Buffer
 	w := nar.NewWriter(&buf)
@@ -66,21 +77,40 @@ func uploadThrough(t *testing.T, narTo, infoTo *cache.Cache, i int) (hash, narNa
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b := buf.Bytes()
-	sum := sha256.Sum256(b)
-	narName = "nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
-	hash = fmt.Sprintf("0123456789abcdfghijklmnpqrsvw%03d", i)
-	ctx := context.Background()
-	if _, err := narTo.PutNar(ctx, narName, bytes.NewReader(b)); err != nil {
-		t.Fatal(err)
-	}
+	p := testPath{hash: fmt.Sprintf("0123456789abcdfghijklmnpqrsvw%03d", i), nar: buf.Bytes()}
+	sum := sha256.Sum256(p.nar)
+	p.narName = "nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
 	h := narinfo.Hash{Algo: "sha256", Digest: sum[:]}
-	ni := narinfo.NarInfo{StorePath: "/nix/store/" + hash + "-test", URL: narName, Compression: "none",
-		NarHash: h, NarSize: uint64(len(b)), FileHash: h, FileSize: uint64(len(b))}
-	if _, err := infoTo.PutNarInfo(ctx, hash, ni.Bytes()); err != nil {
+	ni := narinfo.NarInfo{StorePath: "/nix/store/" + p.hash + "-test", URL: p.narName, Compression: "none",
+		NarHash: h, NarSize: uint64(len(p.nar)), FileHash: h, FileSize: uint64(len(p.nar))}
+	for _, r := range refs {
+		ni.References = append(ni.References, r+"-test")
+	}
+	p.info = ni.Bytes()
+	return p
+}
+
+func (p testPath) putNar(t *testing.T, c *cache.Cache) {
+	t.Helper()
+	if _, err := c.PutNar(context.Background(), p.narName, bytes.NewReader(p.nar)); err != nil {
 		t.Fatal(err)
 	}
-	return hash, narName, int64(len(b))
+}
+
+func (p testPath) putInfo(t *testing.T, c *cache.Cache) {
+	t.Helper()
+	if stored, err := c.PutNarInfo(context.Background(), p.hash, p.info); err != nil || !stored {
+		t.Fatalf("narinfo of %s: stored=%v, %v", p.hash, stored, err)
+	}
+}
+
+// upload stores path number i and returns its hash, NAR name and NAR size.
+func upload(t *testing.T, c *cache.Cache, i int) (hash, narName string, size int64) {
+	t.Helper()
+	p := newPath(t, i)
+	p.putNar(t, c)
+	p.putInfo(t, c)
+	return p.hash, p.narName, int64(len(p.nar))
 }
 
 // TestBytesToFreeIsThisRunsNars: "bytes more after the grace period" counts the NARs this run
@@ -120,56 +150,38 @@ func TestBytesToFreeIsThisRunsNars(t *testing.T) {
 // and a collection deleting the narinfo starts a new one, so the NAR is not deleted with it.
 func TestNarGraceStartsWhenItsNarinfoGoes(t *testing.T) {
 	ctx := context.Background()
-	be, err := disk.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, ixA := replica(t, be, true)
-	b, _ := replica(t, be, true)
+	be, a, ixA, b := twoReplicas(t)
 	policy := Policy{ByAge: true, OlderThan: 30 * 24 * time.Hour, Grace: time.Hour}
 	old := time.Now().Add(-40 * 24 * time.Hour)
 
 	// Path 1: the NAR reaches B, A collects (and marks it), B gets the narinfo, A syncs.
-	var hash1, nar1 string
-	{
-		var buf bytes.Buffer
-		w := nar.NewWriter(&buf)
-		w.File(false, 3, strings.NewReader("one"))
-		w.Close()
-		sum := sha256.Sum256(buf.Bytes())
-		nar1 = "nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
-		if _, err := b.PutNar(ctx, nar1, bytes.NewReader(buf.Bytes())); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := Run(ctx, a, ixA, policy, io.Discard); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ixA.Orphaned(nar1); err != nil {
-			t.Fatalf("A's collection did not mark the NAR whose narinfo has not come: %v", err)
-		}
-		hash1 = "0123456789abcdfghijklmnpqrsvw001"
-		h := narinfo.Hash{Algo: "sha256", Digest: sum[:]}
-		ni := narinfo.NarInfo{StorePath: "/nix/store/" + hash1 + "-one", URL: nar1, Compression: "none",
-			NarHash: h, NarSize: uint64(buf.Len()), FileHash: h, FileSize: uint64(buf.Len())}
-		if _, err := b.PutNarInfo(ctx, hash1, ni.Bytes()); err != nil {
-			t.Fatal(err)
-		}
+	p1 := newPath(t, 1)
+	p1.putNar(t, b)
+	if _, err := Run(ctx, a, ixA, policy, io.Discard); err != nil {
+		t.Fatal(err)
 	}
+	if _, err := ixA.Orphaned(p1.narName); err != nil {
+		t.Fatalf("A's collection did not mark the NAR whose narinfo has not come: %v", err)
+	}
+	p1.putInfo(t, b)
 	if _, err := a.Reindex(ctx, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ixA.Orphaned(nar1); err == nil {
+	if _, err := ixA.Orphaned(p1.narName); err == nil {
 		t.Error("A's sync indexed the narinfo but kept its NAR's orphan mark")
 	}
 
 	// Path 2: a stale mark, three days old, on a NAR a narinfo holds (as an index kept before
 	// the sync cleared such marks); the path is old, gc deletes it, and must keep the NAR.
-	hash2, nar2, _ := uploadThrough(t, b, b, 2)
+	p2 := newPath(t, 2)
+	p2.putNar(t, b)
+	p2.putInfo(t, b)
+	hash2, nar2 := p2.hash, p2.narName
 	if _, err := a.Reindex(ctx, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	ixA.SetOrphaned(nar2, time.Now().Add(-72*time.Hour))
-	ixA.SetCreated(hash1, time.Now())
+	ixA.SetCreated(p1.hash, time.Now())
 	ixA.SetCreated(hash2, old)
 	rep, err := Run(ctx, a, ixA, policy, io.Discard)
 	if err != nil || rep.PathsDeleted != 1 {
@@ -184,32 +196,13 @@ func TestNarGraceStartsWhenItsNarinfoGoes(t *testing.T) {
 // committed through replica B references, though A's periodic sync has not run since.
 func TestReplicaGCSeesReferrersCommittedElsewhere(t *testing.T) {
 	ctx := context.Background()
-	be, err := disk.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, ixA := replica(t, be, true)
-	b, _ := replica(t, be, true)
+	be, a, ixA, b := twoReplicas(t)
 	dep, depNar, _ := upload(t, a, 1)
 	ixA.SetCreated(dep, time.Now().Add(-40*24*time.Hour))
 	// The dependent goes through B: its reference to dep is found in the bucket.
-	var buf bytes.Buffer
-	w := nar.NewWriter(&buf)
-	w.File(false, 3, strings.NewReader("top"))
-	w.Close()
-	sum := sha256.Sum256(buf.Bytes())
-	topNar := "nar/" + nixbase32.EncodeToString(sum[:]) + ".nar"
-	if _, err := b.PutNar(ctx, topNar, bytes.NewReader(buf.Bytes())); err != nil {
-		t.Fatal(err)
-	}
-	top := "0123456789abcdfghijklmnpqrsvw999"
-	h := narinfo.Hash{Algo: "sha256", Digest: sum[:]}
-	ni := narinfo.NarInfo{StorePath: "/nix/store/" + top + "-top", URL: topNar, Compression: "none",
-		NarHash: h, NarSize: uint64(buf.Len()), FileHash: h, FileSize: uint64(buf.Len()),
-		References: []string{dep + "-test"}}
-	if stored, err := b.PutNarInfo(ctx, top, ni.Bytes()); err != nil || !stored {
-		t.Fatalf("dependent through B: %v, %v", stored, err)
-	}
+	top := newPath(t, 999, dep)
+	top.putNar(t, b)
+	top.putInfo(t, b)
 	var out bytes.Buffer
 	rep, err := Run(ctx, a, ixA, Policy{ByAge: true, OlderThan: 30 * 24 * time.Hour, Grace: time.Hour}, &out)
 	if err != nil {

@@ -283,21 +283,29 @@ func TestFastPathSlowHead(t *testing.T) {
 	}
 }
 
-// TestFastPathShutdown: Shutdown closes idle connections and returns.
-func TestFastPathShutdown(t *testing.T) {
-	tc := newTestCache(t)
+// serveOne serves tc through the fast path in front of hs, for a test that shuts it down itself
+// (Serve's result comes on done), and opens one connection to it.
+func serveOne(t *testing.T, tc *testCache, hs *http.Server) (*server.FastServer, chan error, net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs := server.NewFastServer(tc.Handler, &http.Server{Handler: tc.Handler})
+	fs := server.NewFastServer(tc.Handler, hs)
 	done := make(chan error, 1)
 	go func() { done <- fs.Serve(ln) }()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return fs, done, c
+}
+
+// TestFastPathShutdown: Shutdown closes idle connections and returns.
+func TestFastPathShutdown(t *testing.T) {
+	tc := newTestCache(t)
+	fs, done, c := serveOne(t, tc, &http.Server{Handler: tc.Handler})
 	io.WriteString(c, "GET /"+storeHash("x")+".narinfo HTTP/1.1\r\nHost: a\r\n\r\n")
 	br := bufio.NewReader(c)
 	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 404 {
@@ -474,18 +482,7 @@ func TestFastPathPipelinedBeforePartialHead(t *testing.T) {
 // ReadHeaderTimeout.
 func TestFastPathShutdownMidHead(t *testing.T) {
 	tc := newTestCache(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := server.NewFastServer(tc.Handler, &http.Server{Handler: tc.Handler, ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute})
-	done := make(chan error, 1)
-	go func() { done <- fs.Serve(ln) }()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	fs, done, c := serveOne(t, tc, &http.Server{Handler: tc.Handler, ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute})
 	miss := "/" + storeHash("mid-head") + ".narinfo"
 	io.WriteString(c, "GET "+miss+" HTTP/1.1\r\nHost: a\r\n\r\n")
 	br := bufio.NewReader(c)
