@@ -61,8 +61,10 @@ func TestS3Outage(t *testing.T) {
 		t.Fatalf("List while down: %v, want a transient error", err)
 	}
 
-	// A retrying Stat started while down succeeds once the server is back.
-	long := New(b, Config{BaseDelay: 50 * time.Millisecond, MaxDelay: 200 * time.Millisecond, MaxElapsed: 30 * time.Second})
+	// A retrying Stat started while down succeeds once the server is back. MaxElapsed bounds it,
+	// not the default 8 attempts (about 1.2 s of delays at these settings), which a loaded
+	// machine's restart of the S3 server can outlast.
+	long := New(b, Config{MaxAttempts: 1000, BaseDelay: 50 * time.Millisecond, MaxDelay: 200 * time.Millisecond, MaxElapsed: 30 * time.Second})
 	restarted := restartAfter(g, 500*time.Millisecond)
 	start := time.Now()
 	fi, err := long.Stat(ctx, "a.narinfo")
@@ -88,7 +90,7 @@ func TestS3Outage(t *testing.T) {
 func TestS3OutageMidRead(t *testing.T) {
 	g := backendtest.StartVersityGW(t)
 	var logged bytes.Buffer // only this goroutine reads, so only it logs
-	r := New(openS3(t, g), Config{BaseDelay: 50 * time.Millisecond, MaxDelay: 200 * time.Millisecond, MaxElapsed: 30 * time.Second,
+	r := New(openS3(t, g), Config{MaxAttempts: 1000, BaseDelay: 50 * time.Millisecond, MaxDelay: 200 * time.Millisecond, MaxElapsed: 30 * time.Second,
 		Log: slog.New(slog.NewTextHandler(&logged, nil))})
 	ctx := t.Context()
 	const size = 40 << 20
