@@ -11,6 +11,11 @@ import (
 type accessTracker struct {
 	mu      sync.Mutex
 	pending map[string]time.Time
+
+	// flushing is held from taking a batch until it is written: a flush (gc's, before it reads
+	// the times) returns only once every access recorded before it is in the index, also those
+	// in a batch the background flusher is still writing.
+	flushing sync.Mutex
 }
 
 // Touch records an access now: key is a store hash (narinfo hit) or a NAR object name
@@ -27,6 +32,8 @@ func (c *Cache) Touch(key string) {
 
 // FlushAccess writes the batched access times to the index.
 func (c *Cache) FlushAccess() error {
+	c.access.flushing.Lock()
+	defer c.access.flushing.Unlock()
 	c.access.mu.Lock()
 	batch := c.access.pending
 	c.access.pending = nil
@@ -34,7 +41,22 @@ func (c *Cache) FlushAccess() error {
 	if len(batch) == 0 {
 		return nil
 	}
-	return c.index.SetAccessTimes(batch)
+	if err := c.index.SetAccessTimes(batch); err != nil {
+		// Kept for the next flush; an access recorded since is newer and wins.
+		c.access.mu.Lock()
+		if c.access.pending == nil {
+			c.access.pending = batch
+		} else {
+			for k, t := range batch {
+				if _, ok := c.access.pending[k]; !ok {
+					c.access.pending[k] = t
+				}
+			}
+		}
+		c.access.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // RunAccessFlusher flushes access times every interval until ctx ends, then once more.

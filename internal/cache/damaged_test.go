@@ -177,3 +177,37 @@ func TestReuploadRestartsGrace(t *testing.T) {
 		t.Fatalf("narinfo after the collection: stored=%v, %v", stored, err)
 	}
 }
+
+// TestFlushAccessWaitsForTheFlusher: a flush returns only when every access recorded before it
+// is in the index, including those in a batch the background flusher took and is still
+// writing; otherwise gc, which flushes and then reads the times, could collect a path used
+// seconds ago. The flusher runs flat out here so that the two flushes overlap.
+func TestFlushAccessWaitsForTheFlusher(t *testing.T) {
+	c, _ := newTestCache(t, Options{})
+	ix := c.index
+	ctx, cancel := context.WithCancel(context.Background())
+	flusherDone := make(chan struct{})
+	go func() {
+		defer close(flusherDone)
+		for ctx.Err() == nil {
+			c.FlushAccess()
+		}
+	}()
+	defer func() { cancel(); <-flusherDone }()
+	missed := 0
+	for i := range 300 {
+		key := fmt.Sprintf("0123456789abcdfghijklmnpqrs%05d", i)
+		c.Touch(key)
+		if err := c.FlushAccess(); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		ix.AccessTimes(func(k string, _ time.Time) { found = found || k == key })
+		if !found {
+			missed++
+		}
+	}
+	if missed > 0 {
+		t.Errorf("%d of 300 accesses were not in the index when FlushAccess returned", missed)
+	}
+}
