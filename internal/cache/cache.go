@@ -243,26 +243,16 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	}
 	// Every reference must be served already (nix uploads references first), and stays so while
 	// this commits: collection deletes a narinfo only with refMu held and no referrer left.
-	refs := refHashes(ni)
 	c.refMu.RLock()
 	defer c.refMu.RUnlock()
-	for _, r := range refs {
-		ok, err := c.hasReference(ctx, r)
-		if err != nil {
-			return false, err
-		}
-		if !ok {
-			return false, inputErr("References", "%s is not in the cache: upload the references of %s first", r, ni.StorePath)
-		}
-	}
-	if err := c.checkReferenceNames(ni); err != nil {
+	if err := c.checkReferences(ctx, ni); err != nil {
 		return false, err
 	}
 	name := hash + ".narinfo"
 	if err := c.backend.Save(ctx, name, bytes.NewReader(out)); err != nil {
 		return false, err
 	}
-	if err := c.index.CommitNarInfo(hash, out, snn.Name, refs); err != nil {
+	if err := c.index.CommitNarInfo(hash, out, snn.Name, refHashes(ni)); err != nil {
 		return false, err
 	}
 	if err := c.index.ClearOrphaned(snn.Name); err != nil {
@@ -321,11 +311,11 @@ func (c *Cache) PutFile(ctx context.Context, name string, body io.Reader) error 
 	return c.backend.Save(ctx, name, body)
 }
 
-// checkReferenceNames checks that every reference of ni names a store path the cache holds, name
-// included: a hash is found by hash alone, and a closure naming /nix/store/<hash>-othername
-// would be signed and served, then fail in nix ("path ... is not valid"). A reference to ni's
-// own hash must be ni's own path. The references' narinfos must be in the index.
-func (c *Cache) checkReferenceNames(ni *narinfo.NarInfo) error {
+// checkReferences checks that every reference of ni is a store path the cache serves, name
+// included: one named /nix/store/<hash>-othername, found by its hash alone, would be signed and
+// served, then fail in nix ("path ... is not valid"). A reference to ni's own hash must be ni's
+// own path. The caller holds refMu.
+func (c *Cache) checkReferences(ctx context.Context, ni *narinfo.NarInfo) error {
 	self, own := ni.HashPart(), path.Base(ni.StorePath)
 	for _, r := range ni.References {
 		h, _, err := narinfo.ParseBaseName(r)
@@ -338,31 +328,26 @@ func (c *Cache) checkReferenceNames(ni *narinfo.NarInfo) error {
 			}
 			continue
 		}
+		ok, err := c.hasReference(ctx, h)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return inputErr("References", "%s is not in the cache: upload the references of %s first", r, ni.StorePath)
+		}
 		text, err := c.index.NarInfo(h)
 		if err != nil {
 			return fmt.Errorf("narinfo of reference %s: %w", r, err)
 		}
-		if held := path.Base(storePathLine(text)); held != r {
+		ref, err := narinfo.Parse(text)
+		if err != nil {
+			return fmt.Errorf("indexed narinfo of reference %s: %w", r, err)
+		}
+		if held := path.Base(ref.StorePath); held != r {
 			return inputErr("References", "%s is not in the cache: it holds %s under that hash", r, held)
 		}
 	}
 	return nil
-}
-
-// storePathLine returns the StorePath of a narinfo's text, "" without one.
-func storePathLine(text []byte) string {
-	for len(text) > 0 {
-		line := text
-		if i := bytes.IndexByte(text, '\n'); i >= 0 {
-			line, text = text[:i], text[i+1:]
-		} else {
-			text = nil
-		}
-		if v, ok := bytes.CutPrefix(line, []byte("StorePath: ")); ok {
-			return string(bytes.TrimSpace(v))
-		}
-	}
-	return ""
 }
 
 // refHashes returns the store hashes a narinfo references, itself excluded.

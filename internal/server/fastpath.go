@@ -201,11 +201,8 @@ func (f *FastServer) serveConn(c net.Conn) {
 			fc.bw.Flush()
 			return
 		}
-		if fc.br.Buffered() == 0 { // answer now, unless the client pipelined more requests
-			if fc.bw.Flush() != nil {
-				return
-			}
-		}
+		// The answer stays buffered while pipelined requests are answered; wait sends it
+		// before blocking for more bytes.
 	}
 }
 

@@ -6,7 +6,6 @@ package server
 import (
 	"context"
 	"errors"
-	"github.com/dustin/go-humanize"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/index"
+	"github.com/dustin/go-humanize"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 )

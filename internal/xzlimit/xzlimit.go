@@ -72,19 +72,11 @@ type indexState struct {
 	trailing int // padding + CRC bytes still to come
 }
 
-func (g *guard) Read(p []byte) (n int, err error) {
+func (g *guard) Read(p []byte) (int, error) {
 	if g.err != nil {
 		return 0, g.err
 	}
-	n, err = g.r.Read(p)
-	defer func() {
-		// The decoder takes an end of input where a block could start as the end of the
-		// stream, index and footer missing: only the end of a whole stream may end the input.
-		if err == io.EOF && g.err == nil && g.st != stStreamPadding {
-			g.err = fmt.Errorf("xz: %w: the input ends before the end of its stream (no index and footer)", io.ErrUnexpectedEOF)
-			err = g.err
-		}
-	}()
+	n, err := g.r.Read(p)
 	for i := 0; i < n; i++ {
 		if g.st == stSkip { // payload: passed in bulk
 			k := min(g.skip, int64(n-i))
@@ -104,6 +96,12 @@ func (g *guard) Read(p []byte) (n int, err error) {
 			}
 			return i, nil
 		}
+	}
+	if err == io.EOF && g.st != stStreamPadding {
+		// The decoder takes an end of input where a block could start as the end of the
+		// stream, index and footer missing: only the end of a whole stream may end the input.
+		g.err = fmt.Errorf("xz: %w: the input ends before the end of its stream (no index and footer)", io.ErrUnexpectedEOF)
+		return n, g.err
 	}
 	return n, err
 }
