@@ -117,6 +117,20 @@ func TestGCPolicies(t *testing.T) {
 		}
 	}
 
+	// A duration too long for the server (it overflowed into a negative one, which deleted
+	// everything) is refused, naming it, and deletes nothing.
+	for _, flag := range []string{"--older-than", "--grace", "--keep-since"} {
+		out, err := cachedAdmin(t, srv, "gc", "--older-than", "30d", flag, "999999d")
+		if err == nil || !strings.Contains(out, "999999d") {
+			t.Errorf("gc %s 999999d: %v, want a refusal naming the value:\n%s", flag, err, out)
+		}
+	}
+	for _, p := range append(append([]string{g.shared}, g.tops...), g.own...) {
+		if stored(srv, p) != http.StatusOK {
+			t.Fatalf("a refused gc deleted %s", p)
+		}
+	}
+
 	// Dry run: reports top0 and its own dep, deletes nothing.
 	out, err := cachedAdmin(t, srv, "gc", "--older-than", "2s", "--dry-run")
 	if err != nil {
