@@ -194,6 +194,7 @@ var hardening = map[string]any{
 	"ProtectHome":             true,
 	"PrivateTmp":              true,
 	"PrivateDevices":          true,
+	"PrivateMounts":           true,
 	"NoNewPrivileges":         true,
 	"ProtectKernelTunables":   true,
 	"ProtectKernelModules":    true,
@@ -477,14 +478,10 @@ func TestModuleConfigAccepted(t *testing.T) {
     adminTokenFile = "/run/keys/admin-token";
   }`)
 	path, _ := configFile(t, s.Services["cached"].ServiceConfig["ExecStart"].(string))
-	bin := filepath.Join(t.TempDir(), "cached")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/cached")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/cached: %v\n%s", err, out)
-	}
+	bin := cachedBinary(t)
 	if out, err := exec.Command(bin, "config", "check", "--help").CombinedOutput(); err != nil {
-		t.Skipf("cached has no `config check` command yet: %s", bytes.TrimSpace(out))
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		t.Skipf("cached has no `config check` command yet: %s", lines[len(lines)-1])
 	}
 	if out, err := exec.Command(bin, "config", "check", "--config", path).CombinedOutput(); err != nil {
 		t.Errorf("cached config check --config %s: %v\n%s", path, err, out)
