@@ -467,8 +467,9 @@ func TestModuleRejects(t *testing.T) {
 	}
 }
 
-// TestModuleConfigAccepted hands the TOML the module renders to `cached config check`, so that
-// a key the module writes and the server does not know fails here.
+// TestModuleConfigAccepted hands the TOML the module renders, and contrib/config.toml, to
+// `cached config check`, so that a key the server does not know fails here. It skips while
+// cached has no `config check` command.
 func TestModuleConfigAccepted(t *testing.T) {
 	s := mustEvalModule(t, `{
     enable = true;
@@ -483,8 +484,11 @@ func TestModuleConfigAccepted(t *testing.T) {
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		t.Skipf("cached has no `config check` command yet: %s", lines[len(lines)-1])
 	}
-	if out, err := exec.Command(bin, "config", "check", "--config", path).CombinedOutput(); err != nil {
-		t.Errorf("cached config check --config %s: %v\n%s", path, err, out)
+	// contrib/config.toml, the example for the plain systemd unit, too.
+	for _, p := range []string{path, filepath.Join(repoRoot(t), "contrib", "config.toml")} {
+		if out, err := exec.Command(bin, "config", "check", "--config", p).CombinedOutput(); err != nil {
+			t.Errorf("cached config check --config %s: %v\n%s", p, err, out)
+		}
 	}
 }
 
