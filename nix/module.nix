@@ -82,7 +82,8 @@ let
     ProtectClock = true;
     ProtectHostname = true;
     ProtectProc = "invisible";
-    ProcSubset = "pid";
+    # No ProcSubset = "pid": the Prometheus process collector reads the boot time from
+    # /proc/stat for process_start_time_seconds.
     RestrictNamespaces = true;
     RestrictRealtime = true;
     RestrictSUIDSGID = true;

@@ -203,7 +203,6 @@ var hardening = map[string]any{
 	"ProtectClock":            true,
 	"ProtectHostname":         true,
 	"ProtectProc":             "invisible",
-	"ProcSubset":              "pid",
 	"RestrictNamespaces":      true,
 	"RestrictRealtime":        true,
 	"RestrictSUIDSGID":        true,
@@ -265,6 +264,9 @@ func TestModuleServeUnit(t *testing.T) {
 	}
 	sc := serve.ServiceConfig
 	checkSettings(t, "cached.service", sc, hardening)
+	if v, ok := sc["ProcSubset"]; ok {
+		t.Errorf("cached.service: ProcSubset = %v hides /proc/stat, where /metrics reads the boot time for process_start_time_seconds", v)
+	}
 	checkSettings(t, "cached.service", sc, map[string]any{
 		"StateDirectory":  "cached",
 		"Restart":         "on-failure",

@@ -74,8 +74,10 @@ in
     # The server signs with the key the test gave it.
     server.succeed("curl -fsS http://127.0.0.1:5000/ | grep -F '${publicKey}'")
     server.succeed("systemctl show cached.service -p DynamicUser | grep -Fx DynamicUser=yes")
-    # The key reached the service as a credential; the config file in the store names only its path.
-    server.fail("grep -rF '${secretKey}' $(systemctl show cached.service -p ExecStart --value | grep -o '/nix/store/[^ ;]*cached.toml')")
+    # The key reaches the service as a credential: the config file in the store names its path only.
+    conf = server.succeed("systemctl show cached.service -p ExecStart --value | grep -o '/nix/store/[^ ;]*-cached.toml'").strip()
+    server.succeed(f"grep -F /run/credentials/cached.service/secret-key-0 {conf}")
+    server.fail(f"grep -F '${secretKey}' {conf}")
 
     builder.wait_for_unit("multi-user.target")
     path = builder.succeed("echo 'hello from the builder' > /tmp/hello && nix-store --add /tmp/hello").strip()
