@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of cached: gofmt, go vet, staticcheck, and `go test -race ./...`,
 # which includes the end-to-end tests that drive the real nix client against the server.
-# Installs what it needs when missing: Debian's nix-bin, chromium, bzip2 and xz-utils, and from the Go module proxy staticcheck
+# Installs what it needs when missing: Debian's nix-bin, chromium, bzip2, xz-utils and systemd, and from the Go module proxy staticcheck
 # and versitygw (a real S3 server the S3 tests start themselves).
 # Usage: ./test.sh [extra go test flags, e.g. -run TestNixRoundTrip -v]
 set -euo pipefail
@@ -17,6 +17,7 @@ command -v nix >/dev/null 2>&1 || missing+=(nix-bin)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)   # landing page test
 command -v bzip2 >/dev/null 2>&1 || missing+=(bzip2)   # makes bzip2 test uploads
 command -v xz >/dev/null 2>&1 || missing+=(xz-utils)   # makes the xz streams internal/xzlimit must accept
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # checks the unit files (nix/, contrib/)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
