@@ -80,13 +80,14 @@ func (c *narCheck) check() error {
 	return nil
 }
 
-// dumpChecked writes the NAR of info.Path to w, and fails if it is not the recorded one.
-func dumpChecked(info PathInfo, w io.Writer, progress func(int64)) error {
+// dumpChecked writes the NAR of info.Path (under root) to w, and fails if it is not the
+// recorded one.
+func dumpChecked(info PathInfo, root string, w io.Writer, progress func(int64)) error {
 	c, err := newNarCheck(info, progress)
 	if err != nil {
 		return err
 	}
-	if err := nar.Dump(io.MultiWriter(c, w), info.Path); err != nil {
+	if err := nar.Dump(io.MultiWriter(c, w), root+info.Path); err != nil {
 		if errors.Is(err, ErrCorrupt) {
 			return err
 		}
@@ -126,7 +127,7 @@ type narFile struct {
 // compressToFile writes the checked NAR of info.Path, compressed, to a new file in dir, and
 // names it by its hash. The NAR is checked before anything is sent: a corrupt store path fails
 // here with ErrCorrupt.
-func compressToFile(ctx context.Context, info PathInfo, compression, dir string, progress func(int64)) (*narFile, error) {
+func compressToFile(ctx context.Context, info PathInfo, root, compression, dir string, progress func(int64)) (*narFile, error) {
 	f, err := os.CreateTemp(dir, "cached-push-*.nar")
 	if err != nil {
 		return nil, fmt.Errorf("temporary file for %s: %w", info.Path, err)
@@ -141,7 +142,7 @@ func compressToFile(ctx context.Context, info PathInfo, compression, dir string,
 		f.Close()
 		return nil, err
 	}
-	err = dumpChecked(info, ctxWriter{ctx, enc}, progress)
+	err = dumpChecked(info, root, ctxWriter{ctx, enc}, progress)
 	if cerr := enc.Close(); err == nil {
 		err = cerr
 	}
@@ -190,6 +191,7 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 // a complete NAR.
 type narStream struct {
 	info     PathInfo
+	dir      string // the store's root
 	progress func(int64)
 	pr       *io.PipeReader
 	done     chan error
@@ -207,7 +209,7 @@ func (s *narStream) open(ctx context.Context) io.Reader {
 	progress := s.progress
 	go func() {
 		hw := &holdBackWriter{w: pw}
-		err := dumpChecked(s.info, ctxWriter{ctx, hw}, progress)
+		err := dumpChecked(s.info, s.dir, ctxWriter{ctx, hw}, progress)
 		if err == nil {
 			err = hw.flush()
 		}

@@ -33,6 +33,9 @@ type Options struct {
 	// of the uploaded bytes, needed before the body); uncompressed ones stream from the store.
 	Compression string
 	TempDir     string // "" means os.TempDir()
+	// StoreRoot, if not "", is the directory the store is under (a chroot store, as nix's
+	// --store /ROOT): /nix/store/x is read from StoreRoot/nix/store/x.
+	StoreRoot string
 	// Attempts bounds the tries of each request on transient failures (connection errors,
 	// 408, 429, 5xx). 0 means 4.
 	Attempts int
@@ -87,7 +90,7 @@ func (o *Options) validate() error {
 		return fmt.Errorf("--url %q: %w", o.URL, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("--url %q: want http://HOST[:PORT][/PATH] or https://...", o.URL)
+		return fmt.Errorf("--url %q: want an http or https URL, such as http://HOST:PORT", o.URL)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("--url %q: a cache URL has no query or fragment", o.URL)
@@ -303,11 +306,11 @@ func (p *pusher) uploadNar(ctx context.Context, info PathInfo) (*narinfo.NarInfo
 		// The file is the NAR: its name is known from the store's NarHash.
 		ni.URL = "nar/" + nixbase32.EncodeToString(ni.NarHash.Digest) + narExt("none")
 		ni.FileHash, ni.FileSize = ni.NarHash, ni.NarSize
-		s := &narStream{info: info, progress: progress}
+		s := &narStream{info: info, dir: p.opts.StoreRoot, progress: progress}
 		r.size, r.after = int64(info.NarSize), s.wait
 		r.body = func(ctx context.Context) io.Reader { return s.open(ctx) }
 	} else {
-		nf, err := compressToFile(ctx, info, p.opts.Compression, p.opts.TempDir, progress)
+		nf, err := compressToFile(ctx, info, p.opts.StoreRoot, p.opts.Compression, p.opts.TempDir, progress)
 		if err != nil {
 			return nil, err
 		}
