@@ -45,6 +45,9 @@ func StorePathOf(arg, storeDir string) (string, error) {
 		if sp, ok := inStore(p, storeDir); ok {
 			return sp, nil
 		}
+		if strings.HasPrefix(p, storeDir+"/") {
+			return "", fmt.Errorf("%s: %s is in %s but is not a store path (<hash>-<name>)", arg, p, storeDir)
+		}
 		// The directory may itself be a symlink (or lie behind one); the last element is
 		// followed one step at a time.
 		dir, err := filepath.EvalSymlinks(filepath.Dir(p))
