@@ -102,7 +102,7 @@ func compressor(compression string, w io.Writer) (io.WriteCloser, error) {
 	case "zstd":
 		// One encoder goroutine per NAR: Push compresses several NARs at once (--jobs), which
 		// keeps the CPUs busy without each encoder holding a window per CPU.
-		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
 	case "xz":
 		return xz.NewWriter(w)
 	case "none":
