@@ -26,6 +26,7 @@ type cli struct {
 	Verify  verifyCmd  `cmd:"" help:"Check a running server's cache: NARs against their narinfos (re-hashing all or a sample), index against backend, signatures, orphans; optionally quarantine what is bad."`
 	Pin     pinCmd     `cmd:"" help:"Pin closures so that gc never collects them."`
 	Token   tokenCmd   `cmd:"" help:"Manage access tokens with read, write or admin scope."`
+	Push    pushCmd    `cmd:"" help:"Upload the closures of store paths (or ./result links) that the cache lacks, in parallel, references first."`
 }
 
 // byteSize is a flag value such as 64GiB, 512MB or 1048576.

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cached-dev/cached/internal/push"
+	"github.com/dustin/go-humanize"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+)
+
+type pushCmd struct {
+	URL         string   `help:"URL of the cache to push to." required:""`
+	TokenFile   string   `help:"File holding a token with write scope, or a netrc file (as nix's netrc-file): then the password of the machine matching the URL's host." required:"" type:"path"`
+	Jobs        int      `help:"NARs made and uploaded at once (0: twice the CPUs, at most 16)." default:"0"`
+	Compression string   `help:"Compression of uploaded NARs: zstd (through a temporary file), xz (likewise; slow), or none (streamed from the store, no temporary file)." default:"zstd" enum:"zstd,xz,none"`
+	TmpDir      string   `help:"Where compressed NARs wait for their upload (one per job at a time; default: $TMPDIR or /tmp)." type:"path"`
+	Progress    string   `help:"Progress display: auto (a bar on a terminal, lines otherwise), bar, lines." default:"auto" enum:"auto,bar,lines"`
+	Nix         string   `help:"The nix binary that reads the local store (nix-store is taken from beside it)." default:"nix"`
+	Paths       []string `arg:"" help:"Store paths or symlinks to them (./result): their closures are pushed." name:"path"`
+}
+
+func (p *pushCmd) Run(log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	token, err := push.ReadToken(p.TokenFile, p.URL)
+	if err != nil {
+		return fmt.Errorf("--token-file: %w", err)
+	}
+	var roots []string
+	seen := map[string]bool{}
+	for _, arg := range p.Paths {
+		sp, err := push.StorePathOf(arg, push.StoreDir)
+		if err != nil {
+			return err
+		}
+		if !seen[sp] {
+			seen[sp] = true
+			roots = append(roots, sp)
+		}
+	}
+	infos, err := push.Nix{Bin: p.Nix}.Closure(ctx, roots)
+	if err != nil {
+		return stoppedBy(ctx, err)
+	}
+	bar := p.Progress == "bar" || p.Progress == "auto" && term.IsTerminal(int(os.Stderr.Fd()))
+	var prog progressDisplay = &lineProgress{w: os.Stderr}
+	if bar {
+		prog = &barProgress{w: os.Stderr}
+	}
+	res, err := push.Push(ctx, push.Options{
+		URL: p.URL, Token: token, Jobs: p.Jobs, Compression: p.Compression, TempDir: p.TmpDir,
+		Progress: prog, Log: log,
+	}, infos)
+	prog.finish()
+	if err != nil {
+		if errors.Is(err, push.ErrAuth) {
+			return fmt.Errorf("%w (token from %s; it needs write scope)", err, p.TokenFile)
+		}
+		return stoppedBy(ctx, err)
+	}
+	fmt.Fprintf(os.Stderr, "pushed %d paths (NAR %s, sent %s %s), %d already present, %d failed, in %s\n",
+		len(res.Pushed), humanize.IBytes(res.NarBytes), humanize.IBytes(res.SentBytes), p.Compression,
+		res.Present, len(res.Failed), res.Elapsed.Round(time.Millisecond))
+	if len(res.Failed) > 0 {
+		for _, f := range res.Failed {
+			fmt.Fprintf(os.Stderr, "failed: %s: %v\n", f.Path, f.Err)
+		}
+		return stoppedBy(ctx, fmt.Errorf("%d of %d paths not pushed", len(res.Failed), len(res.Failed)+len(res.Pushed)))
+	}
+	return nil
+}
+
+type progressDisplay interface {
+	push.Progress
+	finish()
+}
+
+// lineProgress prints one line per path, for logs (CI) where a bar would be noise.
+type lineProgress struct {
+	mu      sync.Mutex
+	w       io.Writer
+	missing int
+	done    int
+}
+
+func (l *lineProgress) Planned(present, missing int, narBytes uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.missing = missing
+	fmt.Fprintf(l.w, "%d paths already present, pushing %d (NAR %s)\n", present, missing, humanize.IBytes(narBytes))
+}
+
+func (l *lineProgress) NarBytes(int64) {}
+
+func (l *lineProgress) Done(r push.PathResult) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.done++
+	if r.Err != nil {
+		fmt.Fprintf(l.w, "[%d/%d] failed %s: %v\n", l.done, l.missing, r.Path, r.Err)
+		return
+	}
+	fmt.Fprintf(l.w, "[%d/%d] pushed %s (NAR %s, sent %s)\n", l.done, l.missing, r.Path, humanize.IBytes(r.NarSize), humanize.IBytes(r.FileSize))
+}
+
+func (l *lineProgress) finish() {}
+
+// barProgress is one bar over the NAR bytes to push, with the paths done and the rate.
+type barProgress struct {
+	mu      sync.Mutex
+	w       io.Writer
+	bar     *progressbar.ProgressBar
+	missing int
+	done    int
+	failed  int
+}
+
+func (b *barProgress) Planned(present, missing int, narBytes uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.missing = missing
+	fmt.Fprintf(b.w, "%d paths already present, pushing %d (NAR %s)\n", present, missing, humanize.IBytes(narBytes))
+	if missing == 0 {
+		return
+	}
+	b.bar = progressbar.NewOptions64(int64(narBytes),
+		progressbar.OptionSetWriter(b.w),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionShowElapsedTimeOnFinish(),
+		progressbar.OptionSetDescription(b.desc()),
+		progressbar.OptionFullWidth(),
+	)
+}
+
+func (b *barProgress) desc() string { return fmt.Sprintf("paths %d/%d", b.done, b.missing) }
+
+func (b *barProgress) NarBytes(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.bar != nil {
+		b.bar.Add64(n)
+	}
+}
+
+func (b *barProgress) Done(r push.PathResult) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.done++
+	if b.bar == nil {
+		return
+	}
+	if r.Err != nil {
+		b.failed++
+		b.bar.Clear()
+		fmt.Fprintf(b.w, "failed %s: %v\n", r.Path, r.Err)
+	}
+	d := b.desc()
+	if b.failed > 0 {
+		d += fmt.Sprintf(", %d failed", b.failed)
+	}
+	b.bar.Describe(d)
+}
+
+func (b *barProgress) finish() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.bar != nil {
+		b.bar.Finish()
+		fmt.Fprintln(b.w)
+	}
+}
