@@ -1,13 +1,16 @@
-// Command cached is a Nix binary cache server. Subcommands: serve, keygen, reindex. This package
-// holds flags and wiring only; what the cache does lives in internal/.
+// Command cached is a Nix binary cache server. Subcommands: serve, keygen, reindex, gc, verify,
+// pin, token, config check, version, healthcheck. This package holds flags and wiring only; what
+// the cache does lives in internal/.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -16,16 +19,23 @@ import (
 )
 
 type cli struct {
-	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error"`
-	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json"`
+	LogLevel  string      `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error"`
+	LogFormat string      `help:"Log format: text or json." default:"text" enum:"text,json"`
+	Config    string      `help:"TOML configuration file: one key per flag, named as the flag (listen = '0.0.0.0:5000'). Command-line flags override the environment, which overrides the file, which overrides the defaults. Every command accepts it and takes the keys it has flags for; a key no command knows is an error. See cached config check." env:"CACHED_CONFIG" type:"path" placeholder:"FILE"`
+	Version   versionFlag `help:"Print version, commit and Go version, and exit." env:"-"`
 
-	Serve   serveCmd   `cmd:"" help:"Serve a Nix binary cache over HTTP (nix copy --to uploads, substituters download)."`
-	Keygen  keygenCmd  `cmd:"" help:"Write a Nix-compatible ed25519 signing key pair."`
-	Reindex reindexCmd `cmd:"" help:"Rebuild the index from the backend (stop the server first)."`
-	Gc      gcCmd      `cmd:"" name:"gc" help:"Garbage-collect a running server's cache by age and/or size, never breaking a kept closure."`
-	Verify  verifyCmd  `cmd:"" help:"Check a running server's cache: NARs against their narinfos (re-hashing all or a sample), index against backend, signatures, orphans; optionally quarantine what is bad."`
-	Pin     pinCmd     `cmd:"" help:"Pin closures so that gc never collects them."`
-	Token   tokenCmd   `cmd:"" help:"Manage access tokens with read, write or admin scope."`
+	Serve       serveCmd       `cmd:"" help:"Serve a Nix binary cache over HTTP (nix copy --to uploads, substituters download)."`
+	Keygen      keygenCmd      `cmd:"" help:"Write a Nix-compatible ed25519 signing key pair."`
+	Reindex     reindexCmd     `cmd:"" help:"Rebuild the index from the backend (stop the server first)."`
+	Gc          gcCmd          `cmd:"" name:"gc" help:"Garbage-collect a running server's cache by age and/or size, never breaking a kept closure."`
+	Verify      verifyCmd      `cmd:"" help:"Check a running server's cache: NARs against their narinfos (re-hashing all or a sample), index against backend, signatures, orphans; optionally quarantine what is bad."`
+	Pin         pinCmd         `cmd:"" help:"Pin closures so that gc never collects them."`
+	Token       tokenCmd       `cmd:"" help:"Manage access tokens with read, write or admin scope."`
+	ConfigCmd   configCmd      `cmd:"" name:"config" help:"Check a configuration file."`
+	VersionCmd  versionCmd     `cmd:"" name:"version" help:"Print version, commit and Go version."`
+	Healthcheck healthcheckCmd `cmd:"" help:"Exit 0 when a running server is ready (GET /readyz answers 200), 1 with the reason otherwise: a container HEALTHCHECK that needs no curl."`
+
+	file *configFile // the loaded --config file; empty when none
 }
 
 // byteSize is a flag value such as 64GiB, 512MB or 1048576.
@@ -40,6 +50,19 @@ func (b *byteSize) UnmarshalText(text []byte) error {
 	return nil
 }
 
+// String gives the size exactly, in the largest binary unit that divides it (64GiB, 1536KiB).
+func (b byteSize) String() string {
+	n := int64(b)
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	for i := len(units) - 1; i >= 0; i-- {
+		size := int64(1) << (10 * (i + 1))
+		if n != 0 && n%size == 0 {
+			return strconv.FormatInt(n/size, 10) + units[i]
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
 func newLogger(level, format string, buf *logging.Buffer) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(strings.ToUpper(level)))
@@ -47,22 +70,54 @@ func newLogger(level, format string, buf *logging.Buffer) *slog.Logger {
 }
 
 func main() {
-	var c cli
-	ctx := kong.Parse(&c,
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Exit))
+}
+
+// newParser builds the command line parser; tests build theirs with it too.
+func newParser(c *cli, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	return kong.New(c,
 		kong.Name("cached"),
-		kong.Description("A content-addressed Nix binary cache server. Every flag can also be set as CACHED_<FLAG> in the environment (e.g. CACHED_LISTEN, CACHED_DATA)."),
+		kong.Description("A content-addressed Nix binary cache server. Every flag can also be set as CACHED_<FLAG> in the environment (e.g. CACHED_LISTEN, CACHED_DATA), or under its name in the --config file (CACHED_CONFIG)."),
 		kong.DefaultEnvars("CACHED"),
 		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
 	)
-	buf := logging.NewBuffer(os.Stderr)
+}
+
+// run parses args, runs the chosen command and returns the exit status.
+func run(args []string, stdout, stderr io.Writer, exit func(int)) int {
+	var c cli
+	parser, err := newParser(&c, stdout, stderr, exit)
+	if err != nil {
+		fmt.Fprintln(stderr, "cached:", err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		// A bad configuration file is not a usage error: say where, without the usage text.
+		var ce *configError
+		if errors.As(err, &ce) {
+			fmt.Fprintln(stderr, "cached:", ce)
+			return 2
+		}
+		parser.FatalIfErrorf(err)
+		return 2
+	}
+	if c.file == nil {
+		c.file = &configFile{}
+	}
+	buf := logging.NewBuffer(stderr)
 	log := newLogger(c.LogLevel, c.LogFormat, buf)
 	slog.SetDefault(log)
-	err := ctx.Run(log)
+	kctx.BindTo(stdout, (*io.Writer)(nil))
+	err = kctx.Run(log, c.file)
 	buf.Close()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "cached:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "cached:", err)
+		return 1
 	}
+	return 0
 }
 
 // stoppedBy adds what ended ctx to err when a signal did (a start-up step then fails with a bare

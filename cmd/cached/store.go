@@ -31,8 +31,8 @@ type dataFlags struct {
 	S3Region      string `help:"S3 region (default: from the AWS environment, or us-east-1 with --s3-endpoint)." name:"s3-region" env:"CACHED_S3_REGION"`
 	S3PathStyle   bool   `help:"Path-style addressing (endpoint/bucket/key), which most self-hosted S3 servers need." name:"s3-path-style" env:"CACHED_S3_PATH_STYLE"`
 	S3Prefix      string `help:"Key prefix inside the bucket." name:"s3-prefix" env:"CACHED_S3_PREFIX"`
-	S3AccessKey   string `help:"S3 access key; empty uses the AWS default chain (AWS_ACCESS_KEY_ID, profile, instance role)." name:"s3-access-key" env:"CACHED_S3_ACCESS_KEY"`
-	S3SecretKey   string `help:"S3 secret key (prefer the CACHED_S3_SECRET_KEY environment variable to a flag)." name:"s3-secret-key" env:"CACHED_S3_SECRET_KEY"`
+	S3AccessKey   string `help:"S3 access key; empty uses the AWS default chain (AWS_ACCESS_KEY_ID, profile, instance role)." name:"s3-access-key" env:"CACHED_S3_ACCESS_KEY" redact:"true"`
+	S3SecretKey   string `help:"S3 secret key (prefer the CACHED_S3_SECRET_KEY environment variable to a flag)." name:"s3-secret-key" env:"CACHED_S3_SECRET_KEY" redact:"true"`
 	SecretKeyFile string `help:"Signing key in Nix format (as made by nix-store --generate-binary-cache-key or cached keygen). Default: DATA/secret-key, generated on first start." type:"path"`
 	KeyName       string `help:"Name of the key generated on first start (default: <hostname>-cached-1)."`
 }
