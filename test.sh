@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of cached: gofmt, go vet, staticcheck, and `go test -race ./...`,
 # which includes the end-to-end tests that drive the real nix client against the server.
-# Installs what it needs when missing: Debian's nix-bin, chromium, bzip2 and xz-utils, and from the Go module proxy staticcheck
+# Installs what it needs when missing: Debian's nix-bin, chromium, bzip2, xz-utils, podman, runc and
+# busybox-static, and from the Go module proxy staticcheck
 # and versitygw (a real S3 server the S3 tests start themselves).
 # Usage: ./test.sh [extra go test flags, e.g. -run TestNixRoundTrip -v]
 set -euo pipefail
@@ -17,6 +18,11 @@ command -v nix >/dev/null 2>&1 || missing+=(nix-bin)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)   # landing page test
 command -v bzip2 >/dev/null 2>&1 || missing+=(bzip2)   # makes bzip2 test uploads
 command -v xz >/dev/null 2>&1 || missing+=(xz-utils)   # makes the xz streams internal/xzlimit must accept
+# docker/: builds and runs the container image. runc, because crun fails on some cgroup setups;
+# busybox-static is the shell of the stand-in Go image the test builds (no image registry needed).
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
