@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of cached: gofmt, go vet, staticcheck, and `go test -race ./...`,
 # which includes the end-to-end tests that drive the real nix client against the server.
-# Installs what it needs when missing: Debian's nix-bin, chromium, bzip2, xz-utils and systemd, and from the Go module proxy staticcheck
+# Installs what it needs when missing: Debian's nix-bin, chromium, bzip2, xz-utils, systemd, podman, runc
+# and busybox-static, and from the Go module proxy staticcheck
 # and versitygw (a real S3 server the S3 tests start themselves).
 # Usage: ./test.sh [extra go test flags, e.g. -run TestNixRoundTrip -v]
 set -euo pipefail
@@ -18,6 +19,11 @@ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>
 command -v bzip2 >/dev/null 2>&1 || missing+=(bzip2)   # makes bzip2 test uploads
 command -v xz >/dev/null 2>&1 || missing+=(xz-utils)   # makes the xz streams internal/xzlimit must accept
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # checks the unit files (nix/, contrib/)
+# docker/: builds and runs the container image. runc, because crun fails on some cgroup setups;
+# busybox-static is the shell of the stand-in Go image the test builds (no image registry needed).
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
