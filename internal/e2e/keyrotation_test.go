@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"html"
 	"io"
 	"net/http"
 	"os/exec"
@@ -75,7 +76,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(page), "trusted-public-keys = "+pkA+" "+pkB) {
+	if !strings.Contains(html.UnescapeString(string(page)), "trusted-public-keys = "+pkA+" "+pkB) {
 		t.Errorf("landing page does not list both keys, A first:\n%s", page)
 	}
 	srv.Stop()
