@@ -127,7 +127,7 @@ func TestSigningKeyFileErrors(t *testing.T) {
 	bad := filepath.Join(dir, "bad.secret")
 	writeTestFile(t, bad, "good-1:bm90IGEga2V5\n")
 	for _, file := range []string{filepath.Join(dir, "missing.secret"), bad, sk + "," + sk} {
-		out, err := exec.Command(cachedBin, "serve", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--secret-key-file", file).CombinedOutput()
+		out, err := serveExits(t, "--secret-key-file", file)
 		if err == nil {
 			t.Errorf("serve --secret-key-file %s started", file)
 			continue

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"os"
@@ -116,6 +117,20 @@ func TestTokenFilesHoldDigestsAndTokensExpire(t *testing.T) {
 	}
 }
 
+// serveExits runs `cached serve` with args on a fresh data directory, expecting it to refuse to
+// start; one that starts anyway is stopped after 20s and reported as such.
+func serveExits(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cachedBin, append([]string{"serve", "--data", t.TempDir(), "--listen", "127.0.0.1:0"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), nil // it served: that is the failure
+	}
+	return string(out), err
+}
+
 // TestMalformedTokenFileLine: a malformed sha256: line stops the server with an error naming the
 // file and the line.
 func TestMalformedTokenFileLine(t *testing.T) {
@@ -123,7 +138,7 @@ func TestMalformedTokenFileLine(t *testing.T) {
 	file := filepath.Join(dir, "upload-tokens")
 	writeTestFile(t, file, "good-token\n\nsha256:0123\n")
 	for _, flag := range []string{"--upload-token-file", "--admin-token-file"} {
-		out, err := exec.Command(cachedBin, "serve", "--data", t.TempDir(), "--listen", "127.0.0.1:0", flag, file).CombinedOutput()
+		out, err := serveExits(t, flag, file)
 		if err == nil || !strings.Contains(string(out), flag+" "+file+" line 3") {
 			t.Errorf("serve %s with a malformed digest: %v\n%s", flag, err, out)
 		}
