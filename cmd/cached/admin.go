@@ -15,7 +15,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/gc"
+	"github.com/cached-dev/cached/internal/server"
 	"github.com/dustin/go-humanize"
 )
 
@@ -30,11 +32,15 @@ func (a *adminFlags) do(method, path string, body io.Reader) (*http.Response, er
 	if err != nil {
 		return nil, fmt.Errorf("admin token: %w (give --admin-token-file)", err)
 	}
+	token := strings.TrimSpace(string(raw))
+	if strings.HasPrefix(token, auth.DigestPrefix) {
+		return nil, fmt.Errorf("--admin-token-file %s holds a token's digest, which only the server can use: give a file with the token itself", a.AdminTokenFile)
+	}
 	req, err := http.NewRequest(method, strings.TrimRight(a.URL, "/")+path, body)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(raw)))
+	req.Header.Set("Authorization", "Bearer "+token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -185,16 +191,24 @@ type tokenCmd struct {
 	Create tokenCreateCmd `cmd:"" help:"Create a token; its secret is printed once."`
 	List   tokenListCmd   `cmd:"" help:"List tokens (never their secrets)."`
 	Revoke tokenRevokeCmd `cmd:"" help:"Revoke a token by id; it stops working at once."`
+	Hash   tokenHashCmd   `cmd:"" help:"Read a token on stdin and print the sha256:<hex> line that may stand for it in --upload-token-file or --admin-token-file."`
 }
 
 type tokenCreateCmd struct {
 	adminFlags
-	Name  string `arg:"" help:"What the token is for, e.g. ci-uploader."`
-	Scope string `help:"read (download from a --private cache), write (upload; includes read) or admin (gc, pins, tokens; includes write)." default:"write" enum:"read,write,admin"`
+	Name    string `arg:"" help:"What the token is for, e.g. ci-uploader."`
+	Scope   string `help:"read (download from a --private cache), write (upload; includes read) or admin (gc, pins, tokens; includes write)." default:"write" enum:"read,write,admin"`
+	Expires string `help:"The token stops working this long after creation, e.g. 30d, 2w, 36h (default: never)." placeholder:"DURATION"`
 }
 
 func (t *tokenCreateCmd) Run(log *slog.Logger) error {
-	body, _ := json.Marshal(map[string]string{"name": t.Name, "scope": t.Scope})
+	if t.Expires != "" {
+		// Checked here too, so that a typo is reported before the server is asked.
+		if d, err := server.ParseDuration(t.Expires); err != nil || d <= 0 {
+			return fmt.Errorf("--expires %q: want a duration longer than 0, e.g. 30d, 2w, 36h", t.Expires)
+		}
+	}
+	body, _ := json.Marshal(map[string]string{"name": t.Name, "scope": t.Scope, "expires": t.Expires})
 	resp, err := t.do(http.MethodPost, "/_cached/tokens", bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -202,14 +216,26 @@ func (t *tokenCreateCmd) Run(log *slog.Logger) error {
 	defer resp.Body.Close()
 	var tok struct {
 		ID, Name, Scope, Secret string
+		Expires                 time.Time
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
 		return err
 	}
 	u, _ := url.Parse(t.URL)
-	fmt.Printf("token %s (%s, scope %s):\n%s\n\nnetrc line for nix (netrc-file in nix.conf):\nmachine %s login cached password %s\n",
-		tok.ID, tok.Name, tok.Scope, tok.Secret, u.Hostname(), tok.Secret)
+	fmt.Printf("token %s (%s, scope %s, expires %s):\n%s\n\nnetrc line for nix (netrc-file in nix.conf):\nmachine %s login cached password %s\n",
+		tok.ID, tok.Name, tok.Scope, expiryText(tok.Expires, time.Now()), tok.Secret, u.Hostname(), tok.Secret)
 	return nil
+}
+
+// expiryText is how token create and token list show an expiry.
+func expiryText(expires, now time.Time) string {
+	switch {
+	case expires.IsZero():
+		return "never"
+	case !now.Before(expires):
+		return expires.UTC().Format(time.RFC3339) + " (expired)"
+	}
+	return expires.UTC().Format(time.RFC3339)
 }
 
 type tokenListCmd struct{ adminFlags }
@@ -221,16 +247,17 @@ func (t *tokenListCmd) Run(log *slog.Logger) error {
 	}
 	defer resp.Body.Close()
 	var toks []struct {
-		ID, Name, Scope string
-		Created         time.Time
+		ID, Name, Scope  string
+		Created, Expires time.Time
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&toks); err != nil {
 		return err
 	}
+	now := time.Now()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCREATED")
+	fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCREATED\tEXPIRES")
 	for _, k := range toks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Scope, k.Created.Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Scope, k.Created.Format(time.RFC3339), expiryText(k.Expires, now))
 	}
 	return tw.Flush()
 }
@@ -247,5 +274,24 @@ func (t *tokenRevokeCmd) Run(log *slog.Logger) error {
 	}
 	resp.Body.Close()
 	fmt.Printf("revoked %s\n", t.ID)
+	return nil
+}
+
+type tokenHashCmd struct{}
+
+func (t *tokenHashCmd) Run(log *slog.Logger) error {
+	raw, err := io.ReadAll(io.LimitReader(os.Stdin, 64<<10))
+	if err != nil {
+		return fmt.Errorf("reading the token on stdin: %w", err)
+	}
+	// The same trimming as token files get, so that echo's newline does not change the digest.
+	token := strings.TrimSpace(string(raw))
+	if token == "" {
+		return fmt.Errorf("no token on stdin (e.g. cached token hash < token-file)")
+	}
+	if strings.HasPrefix(token, auth.DigestPrefix) {
+		return fmt.Errorf("stdin holds a digest already, not a token")
+	}
+	fmt.Println(auth.HashToken(token))
 	return nil
 }

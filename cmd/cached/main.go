@@ -27,6 +27,7 @@ type cli struct {
 	Serve       serveCmd       `cmd:"" help:"Serve a Nix binary cache over HTTP (nix copy --to uploads, substituters download)."`
 	Keygen      keygenCmd      `cmd:"" help:"Write a Nix-compatible ed25519 signing key pair."`
 	Reindex     reindexCmd     `cmd:"" help:"Rebuild the index from the backend (stop the server first)."`
+	Resign      resignCmd      `cmd:"" help:"Sign every stored narinfo with each current signing key (after adding a --secret-key-file); stop the server first."`
 	Gc          gcCmd          `cmd:"" name:"gc" help:"Garbage-collect a running server's cache by age and/or size, never breaking a kept closure."`
 	Verify      verifyCmd      `cmd:"" help:"Check a running server's cache: NARs against their narinfos (re-hashing all or a sample), index against backend, signatures, orphans; optionally quarantine what is bad."`
 	Pin         pinCmd         `cmd:"" help:"Pin closures so that gc never collects them."`

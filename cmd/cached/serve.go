@@ -11,7 +11,7 @@ import (
 	neturl "net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,7 +24,8 @@ import (
 type serveCmd struct {
 	dataFlags
 	Listen            string        `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
-	UploadTokenFile   string        `help:"File with upload tokens, one per line. Default: DATA/upload-tokens, generated on first start." type:"path"`
+	UploadTokenFile   string        `help:"File with upload tokens, one per line; a line sha256:<hex> is a token's SHA-256 digest (cached token hash). Default: DATA/upload-tokens, generated on first start." type:"path"`
+	AdminTokenFile    string        `help:"File with admin tokens (cached gc, pin, token), one per line; a line sha256:<hex> is a token's SHA-256 digest. Default: DATA/admin-token, generated on first start." type:"path"`
 	PublicURL         string        `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
 	Priority          int           `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
 	MaxUploadSize     byteSize      `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
@@ -56,6 +57,10 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	tokens, tokenCreated, tokenPath, err := loadTokens(c.UploadTokenFile, c.Data)
+	if err != nil {
+		return err
+	}
+	adminTokens, adminCreated, adminPath, err := loadAdminToken(c.AdminTokenFile, c.Data)
 	if err != nil {
 		return err
 	}
@@ -128,12 +133,10 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 			url = "https://" + ln.Addr().String()
 		}
 	}
-	adminToken, adminCreated, err := loadAdminToken(c.Data)
-	if err != nil {
-		return err
-	}
 	tokenStore := auth.NewStore(st.index)
-	tokenStore.AddFixed(adminToken, auth.ScopeAdmin)
+	for _, t := range adminTokens {
+		tokenStore.AddFixed(t, auth.ScopeAdmin)
+	}
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
 	if shared && c.SyncInterval > 0 {
@@ -178,9 +181,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	httpSrv.Protocols.SetUnencryptedHTTP2(true)
 	printBanner(url, st, tokens, tokenCreated, tokenPath, c.Data)
 	if adminCreated {
-		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", filepath.Join(c.Data, "admin-token"))
+		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", adminPath)
 	}
-	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKey", st.key.Public().String())
+	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKeys", publicKeys(st.keys))
 
 	if c.PprofListen != "" {
 		pln, err := net.Listen("tcp", c.PprofListen)
@@ -238,7 +241,7 @@ func printBanner(url string, st *opened, tokens []string, tokenCreated bool, tok
 		host = u.Hostname()
 	}
 	if st.keyCreated {
-		fmt.Printf("Generated signing key %s in %s (secret-key, public-key)\n", st.key.Name, dataDir)
+		fmt.Printf("Generated signing key %s in %s (secret-key, public-key)\n", st.keys[0].Name, dataDir)
 	}
 	fmt.Printf(`cached is serving %s at %s
 public key: %s
@@ -248,11 +251,20 @@ On machines that substitute from this cache, add to nix.conf:
   trusted-public-keys = %s
 
 On machines that upload, put this line in a netrc file and set netrc-file = /path/to/netrc in nix.conf:
-`, st.backendDesc, url, st.key.Public(), url, st.key.Public())
+`, st.backendDesc, url, st.keys[0].Public(), url, publicKeys(st.keys))
 	if tokenCreated {
 		fmt.Printf("  machine %s login cached password %s\n", host, tokens[0])
 	} else {
 		fmt.Printf("  machine %s login cached password <a token from %s>\n", host, tokenPath)
 	}
 	fmt.Printf("then upload with (zstd: nix's default, xz, is several times slower to compress and to check):\n  nix copy --to '%s?compression=zstd' /nix/store/...\n\n", url)
+}
+
+// publicKeys is the trusted-public-keys value for keys: every current one, the primary first.
+func publicKeys(keys []signing.SecretKey) string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.Public().String()
+	}
+	return strings.Join(out, " ")
 }

@@ -59,6 +59,26 @@ type Token struct {
 	Name    string    `json:"name"`
 	Scope   string    `json:"scope"`
 	Created time.Time `json:"created"`
+	// Expires is when the token stops working; zero for a token that never expires. Tokens
+	// stored before expiry existed have none.
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// Expired reports whether tok has expired at now.
+func (tok Token) Expired(now time.Time) bool {
+	return !tok.Expires.IsZero() && !now.Before(tok.Expires)
+}
+
+// ExpiredError is what Check returns for a known token past its expiry: the caller answers 401
+// and says why, so that the owner knows to ask for a new token rather than suspect a typo.
+type ExpiredError struct {
+	ID      string
+	Name    string
+	Expired time.Time
+}
+
+func (e *ExpiredError) Error() string {
+	return fmt.Sprintf("token %s (%s) expired at %s", e.ID, e.Name, e.Expired.UTC().Format(time.RFC3339))
 }
 
 const prefix = "k/"
@@ -70,6 +90,7 @@ var ErrNotFound = errors.New("no such token")
 type Store struct {
 	ix    *index.Index
 	fixed []fixedToken
+	now   func() time.Time // the clock expiry is checked against; tests move it
 }
 
 type fixedToken struct {
@@ -78,22 +99,69 @@ type fixedToken struct {
 }
 
 // NewStore returns a store over ix (may be nil: fixed tokens only).
-func NewStore(ix *index.Index) *Store { return &Store{ix: ix} }
+func NewStore(ix *index.Index) *Store { return &Store{ix: ix, now: time.Now} }
 
-// AddFixed accepts token with scope without storing it (tokens from files).
+// AddFixed accepts token with scope without storing it (tokens from files). token is either the
+// secret itself or its digest, "sha256:<64 hex digits>" (see ParseFixed). Blank tokens and
+// malformed digests are ignored, so that they can never match: callers that read files check each
+// line with ParseFixed first and report what is wrong with it.
 func (s *Store) AddFixed(token string, scope Scope) {
-	if token = strings.TrimSpace(token); token != "" {
-		s.fixed = append(s.fixed, fixedToken{sha256.Sum256([]byte(token)), scope})
+	if d, err := ParseFixed(token); err == nil {
+		s.fixed = append(s.fixed, fixedToken{d, scope})
 	}
 }
 
-// Create makes a new token and returns its secret, shown once.
+// DigestPrefix marks a line of a token file that holds a token's SHA-256 digest instead of the
+// token, so that the file need not hold a secret.
+const DigestPrefix = "sha256:"
+
+// ParseFixed reads one token from a token file: "sha256:<64 hex digits>" is a digest, anything
+// else the secret itself (surrounding whitespace trimmed). It returns the digest that presented
+// tokens are compared with. A blank line is an error, and so is a digest that is not 64 hex
+// digits: the error never quotes the line, which may be a secret.
+func ParseFixed(line string) ([32]byte, error) {
+	var d [32]byte
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return d, errors.New("empty token")
+	}
+	hexDigest, ok := strings.CutPrefix(line, DigestPrefix)
+	if !ok {
+		return sha256.Sum256([]byte(line)), nil
+	}
+	if len(hexDigest) != 2*len(d) {
+		return d, fmt.Errorf("%s digest has %d characters, want %d hex digits", DigestPrefix, len(hexDigest), 2*len(d))
+	}
+	if _, err := hex.Decode(d[:], []byte(hexDigest)); err != nil {
+		return d, fmt.Errorf("%s digest is not hexadecimal", DigestPrefix)
+	}
+	return d, nil
+}
+
+// HashToken returns the line that stands for token in a token file: "sha256:" and the hex
+// SHA-256 digest of the token.
+func HashToken(token string) string {
+	d := sha256.Sum256([]byte(token))
+	return DigestPrefix + hex.EncodeToString(d[:])
+}
+
+// Create makes a new token that never expires and returns its secret, shown once.
 func (s *Store) Create(name string, scope Scope) (secret string, tok Token, err error) {
+	return s.CreateExpiring(name, scope, time.Time{})
+}
+
+// CreateExpiring makes a new token that stops working at expires (zero: never) and returns its
+// secret, shown once.
+func (s *Store) CreateExpiring(name string, scope Scope, expires time.Time) (secret string, tok Token, err error) {
 	if s.ix == nil {
 		return "", Token{}, errors.New("no token store")
 	}
 	if scope == ScopeNone {
 		return "", Token{}, errors.New("a token needs a scope")
+	}
+	now := s.now().UTC()
+	if !expires.IsZero() && !expires.After(now) {
+		return "", Token{}, fmt.Errorf("expiry %s is not in the future", expires.UTC().Format(time.RFC3339))
 	}
 	var b [24]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -102,7 +170,10 @@ func (s *Store) Create(name string, scope Scope) (secret string, tok Token, err 
 	secret = "cached_" + hex.EncodeToString(b[:])
 	d := sha256.Sum256([]byte(secret))
 	key := hex.EncodeToString(d[:])
-	tok = Token{ID: key[:12], Name: name, Scope: scope.String(), Created: time.Now().UTC().Truncate(time.Second)}
+	tok = Token{ID: key[:12], Name: name, Scope: scope.String(), Created: now.Truncate(time.Second)}
+	if !expires.IsZero() {
+		tok.Expires = expires.UTC()
+	}
 	val, _ := json.Marshal(tok)
 	if err := s.ix.PutRecord(prefix, key, val); err != nil {
 		return "", Token{}, err
@@ -110,7 +181,8 @@ func (s *Store) Create(name string, scope Scope) (secret string, tok Token, err 
 	return secret, tok, nil
 }
 
-// Check returns the scope a presented token grants (ScopeNone if it is unknown).
+// Check returns the scope a presented token grants (ScopeNone if it is unknown). A stored token
+// past its expiry grants nothing and comes with an *ExpiredError.
 func (s *Store) Check(token string) (Scope, error) {
 	d := sha256.Sum256([]byte(token))
 	best := ScopeNone
@@ -133,6 +205,9 @@ func (s *Store) Check(token string) (Scope, error) {
 	var tok Token
 	if err := json.Unmarshal(val, &tok); err != nil {
 		return ScopeNone, err
+	}
+	if tok.Expired(s.now()) {
+		return ScopeNone, &ExpiredError{ID: tok.ID, Name: tok.Name, Expired: tok.Expires}
 	}
 	return ParseScope(tok.Scope)
 }

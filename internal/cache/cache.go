@@ -31,7 +31,7 @@ const CacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
 type Cache struct {
 	backend backend.Backend
 	index   *index.Index
-	key     signing.SecretKey
+	keys    signingKeys // sign.go
 	log     *slog.Logger
 	opts    Options
 
@@ -68,7 +68,10 @@ func New(ctx context.Context, b backend.Backend, ix *index.Index, key signing.Se
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	c := &Cache{backend: b, index: ix, key: key, log: log, opts: opts, recompressing: make(chan struct{}, n)}
+	c := &Cache{backend: b, index: ix, log: log, opts: opts, recompressing: make(chan struct{}, n)}
+	if err := c.SetSigningKeys([]signing.SecretKey{key}); err != nil {
+		return nil, err
+	}
 	if _, err := b.Stat(ctx, "nix-cache-info"); errors.Is(err, backend.ErrNotExist) {
 		if err := b.Save(ctx, "nix-cache-info", bytes.NewReader([]byte(CacheInfo))); err != nil {
 			return nil, err
@@ -82,11 +85,9 @@ func New(ctx context.Context, b backend.Backend, ix *index.Index, key signing.Se
 // Backend returns the backend the cache stores into.
 func (c *Cache) Backend() backend.Backend { return c.backend }
 
-// PublicKey is the key clients put in trusted-public-keys.
-func (c *Cache) PublicKey() signing.PublicKey { return c.key.Public() }
-
 // NarInfo returns the narinfo served for a store path hash, or ErrNotFound. It reads only the
-// index: misses are the common case for a substituter and must stay cheap.
+// index: misses are the common case for a substituter and must stay cheap. The narinfo carries a
+// signature by every current signing key (see signServed).
 func (c *Cache) NarInfo(hash string) ([]byte, error) {
 	text, err := c.index.NarInfo(hash)
 	if errors.Is(err, index.ErrNotFound) {
@@ -98,7 +99,10 @@ func (c *Cache) NarInfo(hash string) ([]byte, error) {
 			return nil, ErrNotFound
 		}
 	}
-	return text, err
+	if err != nil {
+		return nil, err
+	}
+	return c.signServed(hash, text), nil
 }
 
 // HasNarInfo is NarInfo without the copy, for HEAD.
@@ -233,7 +237,7 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 
 	existing, err := c.index.NarInfo(hash)
 	if err == nil {
-		if !bytes.Equal(existing, out) {
+		if !bytes.Equal(c.signServed(hash, existing), out) {
 			c.log.Warn("narinfo differs from the one already stored; keeping the first", "hash", hash, "storePath", ni.StorePath)
 		}
 		return false, nil
@@ -273,19 +277,6 @@ func (c *Cache) hasReference(ctx context.Context, hash string) (bool, error) {
 		return ok, err
 	}
 	return c.indexIfInBackend(ctx, hash)
-}
-
-// sign adds the server's signature, replacing an earlier one by the same key name and keeping the
-// uploader's.
-func (c *Cache) sign(ni *narinfo.NarInfo) {
-	prefix := c.key.Name + ":"
-	sigs := ni.Sigs[:0]
-	for _, s := range ni.Sigs {
-		if len(s) < len(prefix) || s[:len(prefix)] != prefix {
-			sigs = append(sigs, s)
-		}
-	}
-	ni.Sigs = append(sigs, c.key.Sign(ni.Fingerprint()))
 }
 
 func lockSlot(hash string) int {

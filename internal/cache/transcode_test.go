@@ -316,7 +316,7 @@ func TestRecompressionsAreBounded(t *testing.T) {
 	if err != nil || !bytes.Equal(got, narBytes) {
 		t.Fatalf("recompressed NAR: %d bytes, %v; want the %d-byte NAR", len(got), err, len(narBytes))
 	}
-	if _, err := New(ctx, c.backend, c.index, c.key, c.log, Options{Recompressions: -1}); err == nil || !strings.Contains(err.Error(), "-1") {
+	if _, err := New(ctx, c.backend, c.index, c.keys.keys[0], c.log, Options{Recompressions: -1}); err == nil || !strings.Contains(err.Error(), "-1") {
 		t.Fatalf("Recompressions -1: %v, want an error naming it", err)
 	}
 }

@@ -198,6 +198,8 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Name  string `json:"name"`
 		Scope string `json:"scope"`
+		// Expires is how long the token lasts (30d, 2w, 36h); empty: for ever.
+		Expires string `json:"expires"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
 		s.writeError(w, r, &cache.InputError{Field: "body", Err: err})
@@ -208,12 +210,24 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &cache.InputError{Field: "scope", Err: err})
 		return
 	}
-	secret, tok, err := s.tokens.Create(req.Name, scope)
+	var expires time.Time
+	if req.Expires != "" {
+		d, err := ParseDuration(req.Expires)
+		if err == nil && d <= 0 {
+			err = fmt.Errorf("duration %q: a token must last longer than 0", req.Expires)
+		}
+		if err != nil {
+			s.writeError(w, r, &cache.InputError{Field: "expires", Err: err})
+			return
+		}
+		expires = time.Now().Add(d)
+	}
+	secret, tok, err := s.tokens.CreateExpiring(req.Name, scope, expires)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	s.log.Info("token created", "id", tok.ID, "name", tok.Name, "scope", tok.Scope)
+	s.log.Info("token created", "id", tok.ID, "name", tok.Name, "scope", tok.Scope, "expires", tok.Expires)
 	writeJSON(w, struct {
 		auth.Token
 		Secret string `json:"secret"`

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -28,10 +29,11 @@ func (s *Server) requireScope(scope auth.Scope) func(http.Handler) http.Handler 
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			tok, presented := requestToken(r)
 			granted := auth.ScopeNone
+			var expired *auth.ExpiredError
 			if presented {
 				var err error
 				granted, err = s.tokens.Check(tok)
-				if err != nil {
+				if err != nil && !errors.As(err, &expired) {
 					s.writeError(w, r, err)
 					return
 				}
@@ -44,6 +46,8 @@ func (s *Server) requireScope(scope auth.Scope) func(http.Handler) http.Handler 
 			switch {
 			case granted != auth.ScopeNone:
 				status, msg = http.StatusForbidden, "token has "+granted.String()+" scope, this needs "+scope.String()
+			case expired != nil:
+				msg = expired.Error() + "; ask for a new one"
 			case presented:
 				msg = "token not accepted"
 			}

@@ -70,7 +70,13 @@ type landingData struct {
 const landingCountWait = 2 * time.Second
 
 func (s *Server) landing(w http.ResponseWriter, r *http.Request) {
-	d := landingData{URL: s.cfg.PublicURL, Key: s.cache.PublicKey().String(), Host: "HOST"}
+	d := landingData{URL: s.cfg.PublicURL, Host: "HOST"}
+	for i, k := range s.cache.PublicKeys() { // every current key, the primary first
+		if i > 0 {
+			d.Key += " "
+		}
+		d.Key += k.String()
+	}
 	if d.URL == "" {
 		scheme := "http://"
 		if r.TLS != nil {
