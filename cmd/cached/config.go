@@ -123,12 +123,17 @@ func topLevelLines(data []byte) map[string]int {
 	return lines
 }
 
-// flagsByName lists every flag of the application, global and per command, by name.
+// flagsByName lists every flag of the application, global and per command, by name, but for
+// flags tagged config:"-": those name an output of their command (keygen's --secret-key-file is
+// where a new key is written), which a server's configuration file must never set.
 func flagsByName(app *kong.Application) map[string][]*kong.Flag {
 	out := map[string][]*kong.Flag{}
 	var walk func(n *kong.Node)
 	walk = func(n *kong.Node) {
 		for _, f := range n.Flags {
+			if notConfigurable(f) {
+				continue
+			}
 			out[f.Name] = append(out[f.Name], f)
 		}
 		for _, c := range n.Children {
@@ -357,11 +362,14 @@ func (r *configResolver) Validate(*kong.Application) error { return nil } // don
 
 func (r *configResolver) Resolve(_ *kong.Context, _ *kong.Path, fl *kong.Flag) (any, error) {
 	e, ok := r.file.Entries[fl.Name]
-	if !ok || metaFlags[fl.Name] || envSet(fl) != "" {
+	if !ok || metaFlags[fl.Name] || notConfigurable(fl) || envSet(fl) != "" {
 		return nil, nil
 	}
 	return kongValue(fl, e.Value), nil
 }
+
+// notConfigurable reports whether fl is tagged config:"-" and so never read from the file.
+func notConfigurable(fl *kong.Flag) bool { return fl.Tag != nil && fl.Tag.Get("config") == "-" }
 
 // envSet returns the name of the environment variable that sets fl, if one does.
 func envSet(fl *kong.Flag) string {

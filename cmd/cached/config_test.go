@@ -282,7 +282,7 @@ shutdown-timeout = "90s"
 		fmt.Sprintf(`listen = "0.0.0.0:5001"  # %s:2`, path),
 		fmt.Sprintf(`s3-access-key = "<redacted>"  # %s:3`, path),
 		fmt.Sprintf(`s3-secret-key = "<redacted>"  # %s:4`, path),
-		fmt.Sprintf(`secret-key-file = "/run/secrets/cache-key"  # %s:5`, path),
+		fmt.Sprintf(`secret-key-file = ["/run/secrets/cache-key"]  # %s:5`, path),
 		`priority = 7  # environment CACHED_PRIORITY`,
 		`zstd-level = 9  # command line`,
 		`store-compression = "zstd"  # default`,
@@ -376,4 +376,27 @@ func FuzzConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A server's file names the keys it signs with; keygen's flag of the same name says where a new
+// key is written, so the file must neither refuse keygen nor point it at the server's key.
+func TestConfigNeverSetsKeygenOutputs(t *testing.T) {
+	cleanEnv(t)
+	path := writeConfig(t, `
+secret-key-file = ["/run/secrets/key-1", "/run/secrets/key-2"]
+`)
+	c, _, err := parseArgs(t, "keygen", "cache-2", "--config", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Keygen.SecretKeyFile != "" {
+		t.Errorf("keygen --secret-key-file taken from the file: %q", c.Keygen.SecretKeyFile)
+	}
+	c, _, err = parseArgs(t, "serve", "--config", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Serve.SecretKeyFile) != 2 {
+		t.Errorf("serve --secret-key-file from the file: got %q", c.Serve.SecretKeyFile)
+	}
 }

@@ -9,8 +9,8 @@ import (
 
 type keygenCmd struct {
 	Name          string `arg:"" help:"Key name, conventionally <host>-<n> (e.g. cache.example.org-1); it appears in every signature."`
-	SecretKeyFile string `help:"Where to write the secret key (default NAME.secret)." type:"path"`
-	PublicKeyFile string `help:"Where to write the public key (default NAME.public)." type:"path"`
+	SecretKeyFile string `help:"Where to write the secret key (default NAME.secret)." type:"path" config:"-"`
+	PublicKeyFile string `help:"Where to write the public key (default NAME.public)." type:"path" config:"-"`
 }
 
 func (k *keygenCmd) Run(log *slog.Logger) error {
