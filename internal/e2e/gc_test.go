@@ -79,9 +79,7 @@ func cachedAdmin(t *testing.T, srv *serverProc, args ...string) (string, error) 
 // substitutes checks that p's whole closure substitutes from srv into a fresh store with
 // signatures required.
 func substitutes(t *testing.T, n *nixClient, srv *serverProc, p string) error {
-	fresh := filepath.Join(t.TempDir(), "store")
-	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", filepath.Dir(fresh)).Run() })
-	_, err := n.try("nix-store", "--store", fresh, "--realise", p,
+	_, err := n.try("nix-store", "--store", n.freshStore(t), "--realise", p,
 		"--option", "substituters", srv.URL,
 		"--option", "trusted-public-keys", srv.PublicKey,
 		"--option", "require-sigs", "true")
