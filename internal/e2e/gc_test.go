@@ -208,11 +208,15 @@ func TestGCPolicies(t *testing.T) {
 // may outlive it. What must hold either way: gc never leaves a served path whose closure does
 // not substitute; the only refusal an upload may get is the 400 that names a reference gc took
 // first (and a copy that got it, run again, succeeds); the old paths go.
+// With each client.
 func TestGCDuringUploads(t *testing.T) {
-	requireNix(t)
+	forEachNix(t, gcDuringUploads)
+}
+
+func gcDuringUploads(t *testing.T, v nixVersion) {
 	const keepSince = 15 * time.Second // longer than the copies take
 	srv := startServer(t, t.TempDir())
-	n := newNixClient(t, hostOf(srv.URL), srv.Token)
+	n := newNixClientOf(t, v, hostOf(srv.URL), srv.Token)
 	old := buildGraph(t, n, 3, 32<<10)
 	n.run(append([]string{"nix", "copy", "--to", srv.URL}, old.tops...)...)
 	g := buildGraph(t, n, 16, 256<<10)
@@ -246,7 +250,7 @@ func TestGCDuringUploads(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			// One client each, as on separate CI machines.
-			if _, err := newNixClient(t, hostOf(srv.URL), srv.Token).try("nix", "copy", "--to", srv.URL, top); err != nil {
+			if _, err := newNixClientOf(t, v, hostOf(srv.URL), srv.Token).try("nix", "copy", "--to", srv.URL, top); err != nil {
 				errs <- fmt.Errorf("nix copy %s while gc ran: %w", top, err)
 			}
 		}()
