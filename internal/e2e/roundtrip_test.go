@@ -58,6 +58,11 @@ func TestNixRoundTrip(t *testing.T) {
 				srv := startServer(t, t.TempDir(), "--store-compression", tc.policy)
 				n := newNixClientOf(t, v, hostOf(srv.URL), srv.Token)
 				c := bigClosure(t, n)
+				if v.root != "" && comp == "xz" {
+					// Compressing 100 MiB with xz takes the client minutes; Nix 2.8 covers a
+					// large xz upload, the big file the other cases.
+					c = buildClosure(t, n, 4<<20)
+				}
 				dest := srv.URL
 				if comp != "xz" {
 					dest += "?compression=" + comp
