@@ -83,6 +83,10 @@ func chrootReady(root string) error {
 			chrootErr = errors.New("running nix in a chroot needs root")
 			return
 		}
+		if _, err := os.Stat(root + "/usr/bin/nix"); err != nil {
+			chrootErr = fmt.Errorf("no nix there: %w", err)
+			return
+		}
 		for _, p := range []string{"/proc/self", "/dev/null", "/dev/pts/ptmx"} {
 			if _, err := os.Stat(root + p); err != nil {
 				chrootErr = fmt.Errorf("%s is not mounted: %w", filepath.Dir(root+p), err)
