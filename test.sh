@@ -4,6 +4,8 @@
 # Installs what it needs when missing: Debian's nix-bin, chromium, bzip2, xz-utils, systemd, podman, runc
 # and busybox-static, and from the Go module proxy staticcheck
 # and versitygw (a real S3 server the S3 tests start themselves).
+# Provisions a Debian 13 chroot with its nix-bin (Nix 2.26), the second client the end-to-end tests
+# drive, in $CACHED_NIX2_ROOT (default /var/cache/cached-test/trixie), unless one works there.
 # Usage: ./test.sh [extra go test flags, e.g. -run TestNixRoundTrip -v]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,6 +30,39 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# A second, newer nix client for internal/e2e: Debian 13's nix-bin (Nix 2.26) in a Debian 13 chroot.
+# When it cannot be provisioned the tests that need it skip, or fail under CI=true.
+CACHED_NIX2_ROOT=${CACHED_NIX2_ROOT:-/var/cache/cached-test/trixie}
+export CACHED_NIX2_ROOT
+nix2() { as_root chroot "$CACHED_NIX2_ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root "$@"; }
+provision_nix2() {   # each step says "|| return": set -e does not apply in a function run with ||
+  local root=$CACHED_NIX2_ROOT mirror
+  if [ ! -x "$root/usr/bin/apt-get" ]; then
+    [ ! -e "$root" ] || { echo "$root exists but holds no Debian root: remove it or set CACHED_NIX2_ROOT"; return 1; }
+    echo "== provisioning Debian 13 with nix-bin in $root (second nix client, a few minutes)"
+    command -v debootstrap >/dev/null 2>&1 || { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; } || return
+    mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | grep -v -- -security | head -n1)
+    [ -n "$mirror" ] || { echo "no Debian mirror (URIs:) in /etc/apt/sources.list.d/debian.sources"; return 1; }
+    as_root rm -rf "$root.partial" || return
+    as_root debootstrap --variant=minbase trixie "$root.partial" "$mirror" >/dev/null || return
+    as_root mv "$root.partial" "$root" || return
+  fi
+  # nix needs /proc, and /dev/pts to build; the mounts stay for later runs.
+  mountpoint -q "$root/proc" || as_root mount -t proc proc "$root/proc" || return
+  mountpoint -q "$root/dev" || as_root mount --bind /dev "$root/dev" || return
+  mountpoint -q "$root/dev/pts" || as_root mount --bind /dev/pts "$root/dev/pts" || return
+  if ! nix2 nix --version >/dev/null 2>&1; then
+    as_root cp /etc/resolv.conf "$root/etc/resolv.conf" || return
+    # nix-bin, not debootstrap --include: debootstrap cannot resolve its virtual dependency.
+    nix2 sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin >/dev/null' || return
+  fi
+}
+if provision_nix2; then
+  echo "== second nix client: $(nix2 nix --version) in $CACHED_NIX2_ROOT"
+else
+  echo "== no second nix client in $CACHED_NIX2_ROOT: the tests that need it skip (fail under CI=true)"
 fi
 
 export PATH="$(go env GOPATH)/bin:$PATH"

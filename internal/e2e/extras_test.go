@@ -10,22 +10,23 @@ import (
 	"testing"
 )
 
-// TestEveryCompressionAccepted uploads with the compressions the nix client offers beyond the
-// ones TestNixRoundTrip covers with a large file, and substitutes each back.
+// TestEveryCompressionAccepted uploads, with each client, with the compressions nix offers
+// beyond the ones TestNixRoundTrip covers with a large file, and substitutes each back.
 func TestEveryCompressionAccepted(t *testing.T) {
-	requireNix(t)
-	for _, tc := range []struct{ comp, policy string }{
-		{"bzip2", "zstd"}, {"br", "zstd"}, {"bzip2", "as-uploaded"}, {"br", "as-uploaded"}, {"zstd", "xz"},
-	} {
-		t.Run(tc.comp+"-stored-as-"+tc.policy, func(t *testing.T) {
-			srv := startServer(t, t.TempDir(), "--store-compression", tc.policy)
-			n := newNixClient(t, hostOf(srv.URL), srv.Token)
-			c := buildClosure(t, n, 256<<10)
-			n.run("nix", "copy", "--to", srv.URL+"?compression="+tc.comp, c.Top)
-			n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", srv.PublicKey, "-r", c.Top)
-			substituteFresh(t, n, srv.URL, srv.PublicKey, c)
-		})
-	}
+	forEachNix(t, func(t *testing.T, v nixVersion) {
+		for _, tc := range []struct{ comp, policy string }{
+			{"bzip2", "zstd"}, {"br", "zstd"}, {"bzip2", "as-uploaded"}, {"br", "as-uploaded"}, {"zstd", "xz"},
+		} {
+			t.Run(tc.comp+"-stored-as-"+tc.policy, func(t *testing.T) {
+				srv := startServer(t, t.TempDir(), "--store-compression", tc.policy)
+				n := newNixClientOf(t, v, hostOf(srv.URL), srv.Token)
+				c := buildClosure(t, n, 256<<10)
+				n.run("nix", "copy", "--to", srv.URL+"?compression="+tc.comp, c.Top)
+				n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", srv.PublicKey, "-r", c.Top)
+				substituteFresh(t, n, srv.URL, srv.PublicKey, c)
+			})
+		}
+	})
 }
 
 // TestNixGeneratedKeyAndEnv runs the server on a key made by nix-store
@@ -56,11 +57,15 @@ func TestNixGeneratedKeyAndEnv(t *testing.T) {
 }
 
 // TestListingAndBuildLog: nix copy with write-nar-listing=true stores <hash>.ls, which is
-// served as the JSON nix wrote; nix store copy-log uploads a build log that nix log reads back.
+// served as the JSON nix wrote; nix store copy-log uploads a build log that nix log reads back;
+// with each client.
 func TestListingAndBuildLog(t *testing.T) {
-	requireNix(t)
+	forEachNix(t, func(t *testing.T, v nixVersion) { listingAndBuildLog(t, v) })
+}
+
+func listingAndBuildLog(t *testing.T, v nixVersion) {
 	srv := startServer(t, t.TempDir())
-	n := newNixClient(t, hostOf(srv.URL), srv.Token)
+	n := newNixClientOf(t, v, hostOf(srv.URL), srv.Token)
 	c := buildClosure(t, n, 1024)
 	n.run("nix", "copy", "--to", srv.URL+"?write-nar-listing=true", c.Top)
 	hash := strings.SplitN(strings.TrimPrefix(c.Top, "/nix/store/"), "-", 2)[0]

@@ -79,9 +79,7 @@ func cachedAdmin(t *testing.T, srv *serverProc, args ...string) (string, error) 
 // substitutes checks that p's whole closure substitutes from srv into a fresh store with
 // signatures required.
 func substitutes(t *testing.T, n *nixClient, srv *serverProc, p string) error {
-	fresh := filepath.Join(t.TempDir(), "store")
-	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", filepath.Dir(fresh)).Run() })
-	_, err := n.try("nix-store", "--store", fresh, "--realise", p,
+	_, err := n.try("nix-store", "--store", n.freshStore(t), "--realise", p,
 		"--option", "substituters", srv.URL,
 		"--option", "trusted-public-keys", srv.PublicKey,
 		"--option", "require-sigs", "true")
@@ -210,11 +208,15 @@ func TestGCPolicies(t *testing.T) {
 // may outlive it. What must hold either way: gc never leaves a served path whose closure does
 // not substitute; the only refusal an upload may get is the 400 that names a reference gc took
 // first (and a copy that got it, run again, succeeds); the old paths go.
+// With each client.
 func TestGCDuringUploads(t *testing.T) {
-	requireNix(t)
+	forEachNix(t, gcDuringUploads)
+}
+
+func gcDuringUploads(t *testing.T, v nixVersion) {
 	const keepSince = 15 * time.Second // longer than the copies take
 	srv := startServer(t, t.TempDir())
-	n := newNixClient(t, hostOf(srv.URL), srv.Token)
+	n := newNixClientOf(t, v, hostOf(srv.URL), srv.Token)
 	old := buildGraph(t, n, 3, 32<<10)
 	n.run(append([]string{"nix", "copy", "--to", srv.URL}, old.tops...)...)
 	g := buildGraph(t, n, 16, 256<<10)
@@ -248,7 +250,7 @@ func TestGCDuringUploads(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			// One client each, as on separate CI machines.
-			if _, err := newNixClient(t, hostOf(srv.URL), srv.Token).try("nix", "copy", "--to", srv.URL, top); err != nil {
+			if _, err := newNixClientOf(t, v, hostOf(srv.URL), srv.Token).try("nix", "copy", "--to", srv.URL, top); err != nil {
 				errs <- fmt.Errorf("nix copy %s while gc ran: %w", top, err)
 			}
 		}()

@@ -182,12 +182,25 @@ type nixClient struct {
 	t    *testing.T
 	env  []string
 	work string
+	// root, when set, is the root of a chroot holding another nix version (clients_test.go): its
+	// commands run inside it, with its own /nix/store, and work is bind-mounted at the same path
+	// inside, so that files under work mean the same thing to both.
+	root string
 }
 
+// newNixClient is a client of the host's nix (Nix 2.8); newNixClientOf picks the version.
 func newNixClient(t *testing.T, host, token string) *nixClient {
 	t.Helper()
-	requireNix(t)
+	return newNixClientOf(t, hostNix, host, token)
+}
+
+func newNixClientOf(t *testing.T, v nixVersion, host, token string) *nixClient {
+	t.Helper()
+	v.require(t)
 	work := t.TempDir()
+	if v.root != "" {
+		bindIntoChroot(t, v.root, work)
+	}
 	netrc := filepath.Join(work, "netrc")
 	content := ""
 	if token != "" {
@@ -212,7 +225,29 @@ func newNixClient(t *testing.T, host, token string) *nixClient {
 	env := append(os.Environ(), "NIX_CONFIG="+conf,
 		"NIX_USER_CACHE_DIR="+filepath.Join(work, "user-cache"),
 		"XDG_CACHE_HOME="+filepath.Join(work, "xdg-cache"))
-	return &nixClient{t: t, env: env, work: work}
+	return &nixClient{t: t, env: env, work: work, root: v.root}
+}
+
+// hostPath is where the client's store path p is on this machine.
+func (n *nixClient) hostPath(p string) string { return n.root + p }
+
+// tempDir is a new directory that the client's nix sees at the same path.
+func (n *nixClient) tempDir() string {
+	n.t.Helper()
+	dir, err := os.MkdirTemp(n.work, "tmp-")
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return dir
+}
+
+// freshStore is a directory for a new, empty nix store the client can write, made writable
+// again at the end of t (nix makes store paths read-only).
+func (n *nixClient) freshStore(t *testing.T) string {
+	t.Helper()
+	dir := n.tempDir()
+	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", dir).Run() })
+	return filepath.Join(dir, "store")
 }
 
 // run runs a nix command and returns its stdout; it fails the test on error.
@@ -229,8 +264,13 @@ func (n *nixClient) run(args ...string) string {
 func (n *nixClient) try(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Env = n.env
+	var cmd *exec.Cmd
+	if n.root == "" {
+		cmd = exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Env = n.env
+	} else {
+		cmd = exec.CommandContext(ctx, "chroot", append(append([]string{n.root}, chrootEnv(n.env)...), args...)...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -282,20 +322,24 @@ in builtins.derivation { name = "e2e-top"; system = builtins.currentSystem; buil
 // only pk trusted, and checks the result is byte-identical to the local store's copy.
 func substituteFresh(t *testing.T, n *nixClient, url, pk string, c closure) {
 	t.Helper()
-	fresh := filepath.Join(t.TempDir(), "store")
+	substituteFreshFrom(t, n, url, pk, c, n)
+}
+
+// substituteFreshFrom is substituteFresh for a closure that origin built: n substitutes it and
+// the result is compared with origin's store (the two may be different nix versions).
+func substituteFreshFrom(t *testing.T, n *nixClient, url, pk string, c closure, origin *nixClient) {
+	t.Helper()
+	fresh := n.freshStore(t)
 	n.run("nix-store", "--store", fresh, "--realise", c.Top,
 		"--option", "substituters", url,
 		"--option", "trusted-public-keys", pk,
 		"--option", "require-sigs", "true")
 	for _, p := range []string{c.Top, c.Dep} {
-		out, err := exec.Command("diff", "-r", "--no-dereference", fresh+p, p).CombinedOutput()
+		out, err := exec.Command("diff", "-r", "--no-dereference", fresh+p, origin.hostPath(p)).CombinedOutput()
 		if err != nil {
 			t.Fatalf("substituted %s differs from the original: %v\n%s", p, err, tail(string(out), 10))
 		}
 	}
-	// The fresh store must not be writable-only-by-root junk in TempDir cleanup: nix makes store
-	// paths read-only.
-	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", filepath.Dir(fresh)).Run() })
 }
 
 func hostOf(url string) string {

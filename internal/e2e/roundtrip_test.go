@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -15,153 +14,156 @@ import (
 const bigFileBytes = 100<<20 + 12345
 
 var (
-	sharedOnce    sync.Once
-	sharedClosure closure
-	sharedErr     string
+	sharedMu       sync.Mutex
+	sharedClosures = map[string]*sharedClosure{} // by client root
 )
 
-// bigClosure builds the large closure once for all tests that only read it.
-func bigClosure(t *testing.T, n *nixClient) closure {
-	t.Helper()
-	sharedOnce.Do(func() {
-		// A sub-test's failure would not be seen by the Once; record it instead.
-		defer func() {
-			if sharedClosure.Top == "" && sharedErr == "" {
-				sharedErr = "building the shared closure failed"
-			}
-		}()
-		sharedClosure = buildClosure(t, n, bigFileBytes)
-	})
-	if sharedErr != "" {
-		t.Fatal(sharedErr)
-	}
-	return sharedClosure
+type sharedClosure struct {
+	once sync.Once
+	c    closure
 }
 
-// TestNixRoundTrip uploads a closure with every kind of file and a >100 MiB file with
-// `nix copy --to` in each compression (recompressed to zstd by default, or kept as uploaded), then checks it with nix path-info, nix store verify and
-// nix store ls against the cache, and substitutes it into a fresh store with signatures required.
-func TestNixRoundTrip(t *testing.T) {
-	requireNix(t)
-	for _, tc := range []struct{ comp, policy, wantExt string }{
-		{"xz", "zstd", ".nar.zst"}, // transcoded while streaming in
-		{"zstd", "zstd", ".nar.zst"},
-		{"none", "zstd", ".nar.zst"},
-		{"none", "as-uploaded", ".nar"},
-	} {
-		comp := tc.comp
-		t.Run(comp+"-stored-as-"+tc.policy, func(t *testing.T) {
-			srv := startServer(t, t.TempDir(), "--store-compression", tc.policy)
-			n := newNixClient(t, hostOf(srv.URL), srv.Token)
-			c := bigClosure(t, n)
-			dest := srv.URL
-			if comp != "xz" {
-				dest += "?compression=" + comp
-			}
-			n.run("nix", "store", "ping", "--store", srv.URL)
-			n.run("nix", "copy", "--to", dest, c.Top)
-
-			// Every narinfo names the compression asked for and carries the server's signature.
-			var infos []struct {
-				Path       string   `json:"path"`
-				NarSize    int64    `json:"narSize"`
-				References []string `json:"references"`
-				Signatures []string `json:"signatures"`
-				URL        string   `json:"url"`
-			}
-			out := n.run("nix", "path-info", "--store", srv.URL, "-r", "--json", c.Top)
-			if err := json.Unmarshal([]byte(out), &infos); err != nil {
-				t.Fatalf("path-info json: %v\n%s", err, out)
-			}
-			if len(infos) != 2 {
-				t.Fatalf("path-info -r: want 2 paths, got %d: %s", len(infos), out)
-			}
-			keyName := strings.SplitN(srv.PublicKey, ":", 2)[0]
-			for _, in := range infos {
-				if !strings.HasSuffix(in.URL, tc.wantExt) {
-					t.Errorf("%s: url %q, want one ending in %s", in.Path, in.URL, tc.wantExt)
-				}
-				signed := false
-				for _, s := range in.Signatures {
-					signed = signed || strings.HasPrefix(s, keyName+":")
-				}
-				if !signed {
-					t.Errorf("%s: no signature by %s in %v", in.Path, keyName, in.Signatures)
-				}
-				if in.Path == c.Top && (len(in.References) != 1 || in.References[0] != c.Dep) {
-					t.Errorf("%s: references %v, want [%s]", in.Path, in.References, c.Dep)
-				}
-			}
-			n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", srv.PublicKey, "-r", c.Top)
-			ls := n.run("nix", "store", "ls", "--store", srv.URL, "-R", "-l", c.Top)
-			for _, want := range []string{"bin/hi", "link -> ref", "empty-dir", "big.bin", "./empty"} {
-				if !strings.Contains(ls, want) {
-					t.Errorf("nix store ls lacks %q:\n%s", want, ls)
-				}
-			}
-			cat := n.run("nix", "store", "cat", "--store", srv.URL, c.Top+"/bin/hi")
-			if cat != "#!/bin/sh\necho hi\n" {
-				t.Errorf("nix store cat bin/hi = %q", cat)
-			}
-			substituteFresh(t, n, srv.URL, srv.PublicKey, c)
-		})
+// bigClosure builds the large closure once per client for all tests that only read it.
+func bigClosure(t *testing.T, n *nixClient) closure {
+	t.Helper()
+	sharedMu.Lock()
+	s := sharedClosures[n.root]
+	if s == nil {
+		s = &sharedClosure{}
+		sharedClosures[n.root] = s
 	}
+	sharedMu.Unlock()
+	// A failure inside the Once fails the test that ran it; later tests see no closure.
+	s.once.Do(func() { s.c = buildClosure(t, n, bigFileBytes) })
+	if s.c.Top == "" {
+		t.Fatal("building the shared closure failed")
+	}
+	return s.c
+}
+
+// TestNixRoundTrip uploads, with each client, a closure with every kind of file and a >100 MiB
+// file with `nix copy --to` in each compression (recompressed to zstd by default, or kept as
+// uploaded), then checks it with nix path-info, nix store verify and nix store ls against the
+// cache, and substitutes it into a fresh store with signatures required.
+func TestNixRoundTrip(t *testing.T) {
+	forEachNix(t, func(t *testing.T, v nixVersion) {
+		for _, tc := range []struct{ comp, policy, wantExt string }{
+			{"xz", "zstd", ".nar.zst"}, // transcoded while streaming in
+			{"zstd", "zstd", ".nar.zst"},
+			{"none", "zstd", ".nar.zst"},
+			{"none", "as-uploaded", ".nar"},
+		} {
+			comp := tc.comp
+			t.Run(comp+"-stored-as-"+tc.policy, func(t *testing.T) {
+				srv := startServer(t, t.TempDir(), "--store-compression", tc.policy)
+				n := newNixClientOf(t, v, hostOf(srv.URL), srv.Token)
+				c := bigClosure(t, n)
+				if v.root != "" && comp == "xz" {
+					// Compressing 100 MiB with xz takes the client minutes; Nix 2.8 covers a
+					// large xz upload, the big file the other cases.
+					c = buildClosure(t, n, 4<<20)
+				}
+				dest := srv.URL
+				if comp != "xz" {
+					dest += "?compression=" + comp
+				}
+				n.run(append(storeInfoArgs(n), "--store", srv.URL)...)
+				n.run("nix", "copy", "--to", dest, c.Top)
+
+				// Every narinfo names the compression asked for and carries the server's signature.
+				infos := pathInfos(t, n, "--store", srv.URL, "-r", c.Top)
+				if len(infos) != 2 {
+					t.Fatalf("path-info -r: want 2 paths, got %d: %+v", len(infos), infos)
+				}
+				keyName := strings.SplitN(srv.PublicKey, ":", 2)[0]
+				for _, in := range infos {
+					if !strings.HasSuffix(in.URL, tc.wantExt) {
+						t.Errorf("%s: url %q, want one ending in %s", in.Path, in.URL, tc.wantExt)
+					}
+					signed := false
+					for _, s := range in.Signatures {
+						signed = signed || strings.HasPrefix(s, keyName+":")
+					}
+					if !signed {
+						t.Errorf("%s: no signature by %s in %v", in.Path, keyName, in.Signatures)
+					}
+					if in.Path == c.Top && (len(in.References) != 1 || in.References[0] != c.Dep) {
+						t.Errorf("%s: references %v, want [%s]", in.Path, in.References, c.Dep)
+					}
+				}
+				n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", srv.PublicKey, "-r", c.Top)
+				ls := n.run("nix", "store", "ls", "--store", srv.URL, "-R", "-l", c.Top)
+				for _, want := range []string{"bin/hi", "link -> ref", "empty-dir", "big.bin", "./empty"} {
+					if !strings.Contains(ls, want) {
+						t.Errorf("nix store ls lacks %q:\n%s", want, ls)
+					}
+				}
+				cat := n.run("nix", "store", "cat", "--store", srv.URL, c.Top+"/bin/hi")
+				if cat != "#!/bin/sh\necho hi\n" {
+					t.Errorf("nix store cat bin/hi = %q", cat)
+				}
+				substituteFresh(t, n, srv.URL, srv.PublicKey, c)
+			})
+		}
+	})
 }
 
 // TestSignaturesAreRequired shows the substitution check is real: with another key trusted,
-// substitution from the cache fails.
+// substitution from the cache fails, with each client.
 func TestSignaturesAreRequired(t *testing.T) {
-	requireNix(t)
-	srv := startServer(t, t.TempDir())
-	n := newNixClient(t, hostOf(srv.URL), srv.Token)
-	c := buildClosure(t, n, 1024)
-	n.run("nix", "copy", "--to", srv.URL, c.Top)
-	other := startServer(t, t.TempDir()) // has a key of its own
-	fresh := t.TempDir() + "/store"
-	_, err := n.try("nix-store", "--store", fresh, "--realise", c.Top,
-		"--option", "substituters", srv.URL,
-		"--option", "trusted-public-keys", other.PublicKey,
-		"--option", "require-sigs", "true")
-	if err == nil {
-		t.Fatal("substitution succeeded although the cache's key was not trusted")
-	}
-	if _, verr := n.try("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", other.PublicKey, c.Top); verr == nil {
-		t.Fatal("nix store verify passed with a key that did not sign")
-	}
+	forEachNix(t, func(t *testing.T, v nixVersion) {
+		srv := startServer(t, t.TempDir())
+		n := newNixClientOf(t, v, hostOf(srv.URL), srv.Token)
+		c := buildClosure(t, n, 1024)
+		n.run("nix", "copy", "--to", srv.URL, c.Top)
+		other := startServer(t, t.TempDir()) // has a key of its own
+		_, err := n.try("nix-store", "--store", n.freshStore(t), "--realise", c.Top,
+			"--option", "substituters", srv.URL,
+			"--option", "trusted-public-keys", other.PublicKey,
+			"--option", "require-sigs", "true")
+		if err == nil {
+			t.Fatal("substitution succeeded although the cache's key was not trusted")
+		}
+		if _, verr := n.try("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", other.PublicKey, c.Top); verr == nil {
+			t.Fatal("nix store verify passed with a key that did not sign")
+		}
+	})
 }
 
-// TestUploadNeedsToken: nix copy without a token or with a wrong one fails and stores nothing.
+// TestUploadNeedsToken: nix copy without a token or with a wrong one fails on the 401 and
+// stores nothing, with each client.
 func TestUploadNeedsToken(t *testing.T) {
-	requireNix(t)
-	srv := startServer(t, t.TempDir())
-	for name, token := range map[string]string{"no token": "", "wrong token": "not-the-token"} {
-		t.Run(name, func(t *testing.T) {
-			n := newNixClient(t, hostOf(srv.URL), token)
-			c := buildClosure(t, n, 1024)
-			out, err := n.try("nix", "copy", "--to", srv.URL, c.Top)
-			if err == nil {
-				t.Fatalf("nix copy without a valid token succeeded: %s", out)
-			}
-			if !strings.Contains(err.Error(), "401") {
-				t.Errorf("nix copy error does not mention 401: %v", err)
-			}
-			for _, p := range []string{c.Top, c.Dep} {
-				hash := strings.SplitN(strings.TrimPrefix(p, "/nix/store/"), "-", 2)[0]
-				resp, err := http.Get(srv.URL + "/" + hash + ".narinfo")
-				if err != nil {
-					t.Fatal(err)
+	forEachNix(t, func(t *testing.T, v nixVersion) {
+		srv := startServer(t, t.TempDir())
+		for name, token := range map[string]string{"no token": "", "wrong token": "not-the-token"} {
+			t.Run(name, func(t *testing.T) {
+				n := newNixClientOf(t, v, hostOf(srv.URL), token)
+				c := buildClosure(t, n, 1024)
+				out, err := n.try("nix", "copy", "--to", srv.URL, c.Top)
+				if err == nil {
+					t.Fatalf("nix copy without a valid token succeeded: %s", out)
 				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusNotFound {
-					t.Errorf("%s.narinfo: status %d after a refused upload, want 404", hash, resp.StatusCode)
+				if !strings.Contains(err.Error(), "401") {
+					t.Errorf("nix copy error does not mention 401: %v", err)
 				}
-			}
-			entries, _ := os.ReadDir(srv.data + "/store/nar")
-			if len(entries) != 0 {
-				t.Errorf("refused upload left %d NAR files", len(entries))
-			}
-		})
-	}
+				for _, p := range []string{c.Top, c.Dep} {
+					hash := strings.SplitN(strings.TrimPrefix(p, "/nix/store/"), "-", 2)[0]
+					resp, err := http.Get(srv.URL + "/" + hash + ".narinfo")
+					if err != nil {
+						t.Fatal(err)
+					}
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusNotFound {
+						t.Errorf("%s.narinfo: status %d after a refused upload, want 404", hash, resp.StatusCode)
+					}
+				}
+				entries, _ := os.ReadDir(srv.data + "/store/nar")
+				if len(entries) != 0 {
+					t.Errorf("refused upload left %d NAR files", len(entries))
+				}
+			})
+		}
+	})
 }
 
 // TestRestartKeepsEverything uploads, restarts the server on the same data, and substitutes.

@@ -43,18 +43,21 @@ func sharedSecrets(t *testing.T) (dir, pk, token string) {
 	return dir, strings.TrimSpace(readFile(t, filepath.Join(dir, "public-key"))), token
 }
 
-// TestS3RoundTrip: nix copy --to a cached on S3, then substitution with signatures required.
+// TestS3RoundTrip: nix copy --to a cached on S3, then substitution with signatures required,
+// with each client.
 func TestS3RoundTrip(t *testing.T) {
 	requireNix(t)
 	gw := backendtest.StartVersityGW(t)
 	shared, pk, token := sharedSecrets(t)
 	srv := startServer(t, t.TempDir(), s3Args(gw, shared)...)
-	n := newNixClient(t, hostOf(srv.URL), token)
-	c := buildClosure(t, n, 3<<20)
-	n.run("nix", "copy", "--to", srv.URL, c.Top)
-	n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", pk, "-r", c.Top)
-	n.run("nix", "store", "ls", "--store", srv.URL, "-R", c.Top)
-	substituteFresh(t, n, srv.URL, pk, c)
+	forEachNix(t, func(t *testing.T, v nixVersion) {
+		n := newNixClientOf(t, v, hostOf(srv.URL), token)
+		c := buildClosure(t, n, 3<<20)
+		n.run("nix", "copy", "--to", srv.URL, c.Top)
+		n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", pk, "-r", c.Top)
+		n.run("nix", "store", "ls", "--store", srv.URL, "-R", c.Top)
+		substituteFresh(t, n, srv.URL, pk, c)
+	})
 }
 
 // TestS3Replicas: two servers on one bucket. A path uploaded through A is served by B; B

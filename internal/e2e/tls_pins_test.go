@@ -55,7 +55,7 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string) {
 
 // TestTLS: with --tls-cert and --tls-key the server speaks HTTPS only (HTTP/2 for clients that
 // negotiate it), and real nix uploads to it and substitutes from it over TLS with signatures
-// required, trusting the certificate through ssl-cert-file.
+// required, trusting the certificate through ssl-cert-file; with each client.
 func TestTLS(t *testing.T) {
 	requireNix(t)
 	certFile, keyFile := selfSignedCert(t)
@@ -112,20 +112,25 @@ func TestTLS(t *testing.T) {
 
 	pk := strings.TrimSpace(readFile(t, filepath.Join(data, "public-key")))
 	token := strings.TrimSpace(strings.SplitN(readFile(t, filepath.Join(data, "upload-tokens")), "\n", 2)[0])
-	n := newNixClient(t, "127.0.0.1", token)
-	n.env = append(n.env, "NIX_SSL_CERT_FILE="+certFile, "SSL_CERT_FILE="+certFile)
-	c := buildClosure(t, n, 64<<10)
-	n.run("nix", "copy", "--option", "ssl-cert-file", certFile, "--to", url, c.Top)
-	fresh := filepath.Join(t.TempDir(), "store")
-	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", filepath.Dir(fresh)).Run() })
-	n.run("nix-store", "--store", fresh, "--realise", c.Top,
-		"--option", "ssl-cert-file", certFile,
-		"--option", "substituters", url,
-		"--option", "trusted-public-keys", pk,
-		"--option", "require-sigs", "true")
-	if out, err := exec.Command("diff", "-r", "--no-dereference", fresh+c.Top, c.Top).CombinedOutput(); err != nil {
-		t.Fatalf("substituted over TLS differs: %v\n%s", err, out)
-	}
+	forEachNix(t, func(t *testing.T, v nixVersion) {
+		n := newNixClientOf(t, v, "127.0.0.1", token)
+		cert := filepath.Join(n.tempDir(), "cert.pem") // where the client can read it
+		if err := os.WriteFile(cert, pem, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n.env = append(n.env, "NIX_SSL_CERT_FILE="+cert, "SSL_CERT_FILE="+cert)
+		c := buildClosure(t, n, 64<<10)
+		n.run("nix", "copy", "--option", "ssl-cert-file", cert, "--to", url, c.Top)
+		fresh := n.freshStore(t)
+		n.run("nix-store", "--store", fresh, "--realise", c.Top,
+			"--option", "ssl-cert-file", cert,
+			"--option", "substituters", url,
+			"--option", "trusted-public-keys", pk,
+			"--option", "require-sigs", "true")
+		if out, err := exec.Command("diff", "-r", "--no-dereference", fresh+c.Top, n.hostPath(c.Top)).CombinedOutput(); err != nil {
+			t.Fatalf("substituted over TLS differs: %v\n%s", err, out)
+		}
+	})
 }
 
 // TestPinsByNamePrefix: `cached pin add name:PREFIX` keeps every path whose name starts with

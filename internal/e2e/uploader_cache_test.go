@@ -12,19 +12,22 @@ import (
 // narinfo cache (positive TTL 30 days by default), the narinfo it uploaded: the uploaded URL
 // (xz, nix's default) and its own signatures. When it later substitutes the path (say after a
 // local gc) nix uses that narinfo, so the uploaded name must still download although the server
-// stores the NAR as zstd.
+// stores the NAR as zstd. With each client.
 func TestUploaderSubstitutesWithItsNarinfoCache(t *testing.T) {
-	requireNix(t)
+	forEachNix(t, uploaderSubstitutesWithItsNarinfoCache)
+}
+
+func uploaderSubstitutesWithItsNarinfoCache(t *testing.T, v nixVersion) {
 	srv := startServer(t, t.TempDir())
-	n := newNixClient(t, hostOf(srv.URL), srv.Token)
+	n := newNixClientOf(t, v, hostOf(srv.URL), srv.Token)
 	// nix's own narinfo cache TTLs, as a user has them.
 	for i, e := range n.env {
-		if v, ok := strings.CutPrefix(e, "NIX_CONFIG="); ok {
-			v = strings.ReplaceAll(v, "narinfo-cache-negative-ttl = 0", "")
-			n.env[i] = "NIX_CONFIG=" + strings.ReplaceAll(v, "narinfo-cache-positive-ttl = 0", "")
+		if conf, ok := strings.CutPrefix(e, "NIX_CONFIG="); ok {
+			conf = strings.ReplaceAll(conf, "narinfo-cache-negative-ttl = 0", "")
+			n.env[i] = "NIX_CONFIG=" + strings.ReplaceAll(conf, "narinfo-cache-positive-ttl = 0", "")
 		}
 	}
-	dir := t.TempDir()
+	dir := n.tempDir() // the client reads the key
 	sk, pk := filepath.Join(dir, "sk"), filepath.Join(dir, "pk")
 	if out, err := exec.Command("nix-store", "--generate-binary-cache-key", "builder.test-1", sk, pk).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -34,8 +37,7 @@ func TestUploaderSubstitutesWithItsNarinfoCache(t *testing.T) {
 	n.run("nix", "store", "sign", "--key-file", sk, "-r", c.Top)
 	n.run("nix", "copy", "--to", srv.URL, c.Top) // xz upload, stored as zstd
 
-	fresh := filepath.Join(t.TempDir(), "store")
-	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", filepath.Dir(fresh)).Run() })
+	fresh := n.freshStore(t)
 	n.run("nix-store", "--store", fresh, "--realise", c.Top,
 		"--option", "substituters", srv.URL,
 		"--option", "trusted-public-keys", srv.PublicKey+" "+builderPK,
