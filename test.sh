@@ -87,13 +87,14 @@ echo "== go test -race"
 go test -race -timeout 40m -count=1 "$@" ./...
 
 # Every parser's fuzz target, for a bounded time each (FUZZTIME=0 skips; seeds ran above).
-FUZZTIME=${FUZZTIME:-30s}
+FUZZTIME=${FUZZTIME:-20s}
 if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
   for target in ./internal/nar:FuzzWalk ./internal/nar:FuzzWriterRoundTrip \
                 ./internal/narinfo:FuzzParse ./internal/narinfo:FuzzParseHash \
                 ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName \
                 ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest \
-                ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader; do
+                ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader \
+                ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/push:FuzzParseNetrc; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"
