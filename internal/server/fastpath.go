@@ -127,6 +127,8 @@ type fastConn struct {
 
 	idleSince     time.Time // when the idle deadline was last set
 	deadlineMoved bool      // since then, to bound a head that came in pieces
+	answered      bool      // a request was answered on this connection
+	headDeadline  time.Time // when the head being read must be complete; zero: no bound yet
 	logAttrs      logAttrs
 }
 
@@ -136,6 +138,7 @@ const fastHeadMax = 4096
 
 func (f *FastServer) serveConn(c net.Conn) {
 	defer f.wg.Done()
+	accepted := time.Now()
 	sock := newSockIO(c)
 	fc := &fastConn{c: c, sock: sock, br: bufio.NewReaderSize(sock, fastHeadMax), bw: bufio.NewWriterSize(sock, 4096), remote: c.RemoteAddr().String()}
 	f.mu.Lock()
@@ -157,11 +160,22 @@ func (f *FastServer) serveConn(c net.Conn) {
 			c.Close()
 		}
 	}()
+	// The first head must be complete ReadHeaderTimeout after the connection was accepted,
+	// as net/http's conn.serve has it: a client that connects and sends nothing, or too little,
+	// is not kept for IdleTimeout, nor given a fresh ReadHeaderTimeout when its first byte comes.
+	if d := f.headerTimeout(); d > 0 {
+		fc.headDeadline = accepted.Add(d)
+		c.SetReadDeadline(fc.headDeadline)
+		fc.deadlineMoved = true
+	}
 	for {
 		if f.closing.Load() { // as net/http, no further request once Shutdown has begun
 			return
 		}
-		if f.hs.IdleTimeout > 0 {
+		if fc.answered {
+			fc.headDeadline = time.Time{}
+		}
+		if fc.answered && f.hs.IdleTimeout > 0 {
 			// Moving the deadline is a timer update in the runtime: on a busy connection it is
 			// moved only every tenth of IdleTimeout (at most once a second), so a client may be
 			// dropped after being idle for that much less than IdleTimeout.
@@ -193,9 +207,10 @@ func (f *FastServer) serveConn(c net.Conn) {
 				return
 			}
 			c.SetReadDeadline(time.Time{})
-			handedOff = f.handoff.push(&replayConn{Conn: c, br: fc.br})
+			handedOff = f.handoff.push(&replayConn{Conn: c, br: fc.br, headDeadline: fc.headDeadline})
 			return
 		}
+		fc.answered = true
 		fc.br.Discard(len(head))
 		if req.close {
 			fc.bw.Flush()
@@ -235,6 +250,15 @@ func (f *FastServer) wait(fc *fastConn, n int) ([]byte, error) {
 	return b, err
 }
 
+// headerTimeout is net/http's bound on reading a request head: ReadHeaderTimeout, else
+// ReadTimeout.
+func (f *FastServer) headerTimeout() time.Duration {
+	if f.hs.ReadHeaderTimeout > 0 {
+		return f.hs.ReadHeaderTimeout
+	}
+	return f.hs.ReadTimeout
+}
+
 // readHead returns the request head at the start of fc's buffer, through its blank line,
 // without consuming it; nil when net/http should read it instead: it does not fit in
 // fastHeadMax, or a line of it ends in a bare LF (which net/http accepts and the fast path does
@@ -257,11 +281,17 @@ func (f *FastServer) readHead(fc *fastConn) ([]byte, error) {
 		if len(buf) >= fastHeadMax {
 			return nil, nil
 		}
-		// The head came in pieces: bound how long the rest may take (slow-loris clients).
-		if !deadline && f.hs.ReadHeaderTimeout > 0 {
-			fc.c.SetReadDeadline(time.Now().Add(f.hs.ReadHeaderTimeout))
-			deadline, fc.deadlineMoved = true, true
+		// The head came in pieces: bound how long the rest may take (slow-loris clients), from
+		// about when its first bytes came, as net/http does for a request after the first. The
+		// first request's bound, from the accept, is already set.
+		if !deadline && fc.headDeadline.IsZero() {
+			if d := f.headerTimeout(); d > 0 {
+				fc.headDeadline = time.Now().Add(d)
+				fc.c.SetReadDeadline(fc.headDeadline)
+				fc.deadlineMoved = true
+			}
 		}
+		deadline = true
 		if _, err := f.wait(fc, len(buf)+1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
 				return nil, nil
@@ -688,6 +718,21 @@ func (l *handoffListener) Addr() net.Addr { return l.addr }
 type replayConn struct {
 	net.Conn
 	br *bufio.Reader // nil once drained
+	// headDeadline is when the head the fast path began to read must be complete. net/http
+	// sets a read deadline once before it reads a connection's first head (ReadHeaderTimeout
+	// from now, in conn.serve); that one is moved no later than this, so that a head handed
+	// over halfway gets no more time than the fast path would have given it.
+	headDeadline time.Time
+}
+
+func (c *replayConn) SetReadDeadline(t time.Time) error {
+	if !c.headDeadline.IsZero() {
+		if t.IsZero() || t.After(c.headDeadline) {
+			t = c.headDeadline
+		}
+		c.headDeadline = time.Time{}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {

@@ -1,0 +1,128 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cached-dev/cached/internal/server"
+)
+
+// Connection limits under hostile clients: how long the fast path and net/http behind it keep a
+// connection that sends too little or reads nothing. Timeouts are short here; the server's are
+// configured the same way (http.Server's ReadHeaderTimeout and IdleTimeout, server.Config's
+// WriteIdleTimeout).
+
+// serveTimeouts serves tc through the fast path with the given header and idle timeouts and
+// returns its address.
+func serveTimeouts(t *testing.T, tc *testCache, header, idle time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: tc.Handler, ReadHeaderTimeout: header, IdleTimeout: idle}
+	hs.Protocols = new(http.Protocols)
+	hs.Protocols.SetHTTP1(true)
+	hs.Protocols.SetUnencryptedHTTP2(true)
+	fs := server.NewFastServer(tc.Handler, hs)
+	go fs.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		fs.Shutdown(ctx)
+	})
+	return ln.Addr().String()
+}
+
+// openFor dials addr, runs send (which may write, pause and write again), reads whatever comes
+// until the server closes the connection, and returns when the dial began and when the
+// connection was closed.
+func openFor(t *testing.T, addr string, send func(c net.Conn)) (opened, closed time.Time) {
+	t.Helper()
+	opened = time.Now()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan time.Time, 1)
+	go func() {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		io.Copy(io.Discard, c)
+		done <- time.Now()
+	}()
+	if send != nil {
+		send(c)
+	}
+	return opened, <-done
+}
+
+// trickle writes s one byte every gap until the server stops taking them or until is over.
+func trickle(c net.Conn, s string, gap time.Duration) {
+	for i := 0; i < len(s); i++ {
+		if _, err := c.Write([]byte{s[i]}); err != nil {
+			return
+		}
+		time.Sleep(gap)
+	}
+}
+
+// TestHeaderTimeoutFromAccept: the first request's head must be complete ReadHeaderTimeout after
+// the connection was accepted, whether the fast path reads it or hands it to net/http halfway
+// (a line ending in a bare LF): a connection that sends nothing is not kept for IdleTimeout, a
+// head that trickles in after a pause gets no fresh ReadHeaderTimeout, and net/http does not
+// restart the clock.
+func TestHeaderTimeoutFromAccept(t *testing.T) {
+	tc := newTestCache(t)
+	const header, idle = time.Second, 10 * time.Second
+	addr := serveTimeouts(t, tc, header, idle)
+	miss := "/" + storeHash("timeouts") + ".narinfo"
+	long := "X-Pad: " + strings.Repeat("a", 60) + "\r\n"
+	get := "GET " + miss + " HTTP/1.1\r\nHost: cache\r\n\r\n"
+	cases := []struct {
+		name string
+		send func(c net.Conn)
+	}{
+		{"silent", nil},
+		{"pause then trickle", func(c net.Conn) {
+			time.Sleep(header * 7 / 10)
+			trickle(c, "GET "+miss+" HTTP/1.1\r\n"+long, 20*time.Millisecond)
+		}},
+		{"trickle then bare LF", func(c net.Conn) {
+			io.WriteString(c, "GET "+miss+" HTTP/1.1\r\n")
+			trickle(c, long[:35], 20*time.Millisecond) // 0.7 s
+			io.WriteString(c, "\nX-A: b\n")            // hands the head to net/http
+			trickle(c, long+long, 20*time.Millisecond)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			opened, closed := openFor(t, addr, c.send)
+			if d := closed.Sub(opened); d < header*8/10 || d > header*3/2 {
+				t.Errorf("closed %v after the connection was opened, want about ReadHeaderTimeout (%v)", d, header)
+			}
+		})
+	}
+	// On a connection the fast path has answered on, the clock starts with the first byte of the
+	// next head (as net/http's does), and a hand-off keeps it.
+	t.Run("after an answer, trickle then bare LF", func(t *testing.T) {
+		var began time.Time
+		_, closed := openFor(t, addr, func(c net.Conn) {
+			io.WriteString(c, get)
+			time.Sleep(header / 2) // the answer comes; then idle, well below IdleTimeout
+			began = time.Now()
+			io.WriteString(c, "GET "+miss+" HTTP/1.1\r\n")
+			trickle(c, long[:35], 20*time.Millisecond)
+			io.WriteString(c, "\nX-A: b\n")
+			trickle(c, long+long, 20*time.Millisecond)
+		})
+		if d := closed.Sub(began); d < header*8/10 || d > header*3/2 {
+			t.Errorf("closed %v after the second head began, want about ReadHeaderTimeout (%v)", d, header)
+		}
+	})
+}
