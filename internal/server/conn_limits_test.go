@@ -126,3 +126,67 @@ func TestHeaderTimeoutFromAccept(t *testing.T) {
 		}
 	})
 }
+
+// TestH2CPrefaceOnlyFirst: h2c is for the first bytes of a connection. An HTTP/2 preface after
+// an answer is what net/http alone makes of it (an HTTP/1.1 request it answers and then closes
+// the connection), not a switch to HTTP/2.
+func TestH2CPrefaceOnlyFirst(t *testing.T) {
+	tc := newTestCache(t)
+	fast := serveTimeouts(t, tc, 5*time.Second, 10*time.Second)
+	// net/http alone, with the same protocols.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: tc.Handler, ReadHeaderTimeout: 5 * time.Second}
+	hs.Protocols = new(http.Protocols)
+	hs.Protocols.SetHTTP1(true)
+	hs.Protocols.SetUnencryptedHTTP2(true)
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+
+	miss := "/" + storeHash("h2c") + ".narinfo"
+	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	settings := "\x00\x00\x00\x04\x00\x00\x00\x00\x00" // an empty SETTINGS frame
+	raw := "GET " + miss + " HTTP/1.1\r\nHost: cache\r\n\r\n" + preface + settings
+	answers := func(addr string) string {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, raw)
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("%s: the connection was not closed: %v (read %q)", addr, err, b)
+		}
+		// Status lines only: the rest differs by date and request id.
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "HTTP/") {
+				lines = append(lines, l)
+			}
+		}
+		if !strings.HasSuffix(string(b), "\n") {
+			lines = append(lines, "(non-HTTP/1 bytes)")
+		}
+		return strings.Join(lines, "|")
+	}
+	want, got := answers(ln.Addr().String()), answers(fast)
+	if got != want {
+		t.Errorf("fast path: %s\nnet/http alone: %s", got, want)
+	}
+	// h2c as the first bytes still works.
+	c, err := net.Dial("tcp", fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, preface+settings)
+	frame := make([]byte, 9)
+	if _, err := io.ReadFull(c, frame); err != nil || frame[3] != 0x4 {
+		t.Fatalf("h2c preface as the first bytes: frame header %x, %v; want a SETTINGS frame", frame, err)
+	}
+}

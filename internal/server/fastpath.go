@@ -32,7 +32,9 @@ import (
 // request, a NAR under its uploaded name, a NAR on S3, a query string, an odd header, a malformed
 // head, HTTP/1.0, an h2c preface, a lookup that fails) hands the connection, with the bytes
 // already read, to net/http for the rest of its life, which answers it as before. The fast path
-// therefore never refuses anything itself: it only accepts what it fully understands.
+// therefore never refuses anything itself: it only accepts what it fully understands. A
+// connection handed over after the fast path answered on it stays HTTP/1.1, as a connection of
+// net/http alone does: h2c (an HTTP/2 preface in clear text) is for its first bytes only.
 //
 // It is off for --private caches (every read needs a token) and over TLS.
 
@@ -41,6 +43,12 @@ type FastServer struct {
 	s       *Server
 	hs      *http.Server
 	handoff *handoffListener
+	// http1 serves the connections handed over after the fast path answered on them, when hs
+	// would take an HTTP/2 preface there for h2c: h2c is for the first bytes of a connection
+	// only, and net/http alone answers a later preface as an HTTP/1.1 request. Nil when hs
+	// does not speak h2c.
+	http1        *http.Server
+	handoffHTTP1 *handoffListener
 
 	mu      sync.Mutex
 	conns   map[*fastConn]struct{}
@@ -67,6 +75,11 @@ func (f *FastServer) Serve(ln net.Listener) error {
 	f.mu.Lock()
 	f.ln = ln
 	f.handoff = newHandoffListener(ln.Addr())
+	if f.hs.Protocols != nil && f.hs.Protocols.UnencryptedHTTP2() {
+		f.http1 = http1Twin(f.hs)
+		f.handoffHTTP1 = newHandoffListener(ln.Addr())
+		go f.http1.Serve(f.handoffHTTP1)
+	}
 	f.mu.Unlock()
 	go f.hs.Serve(f.handoff) // returns when Shutdown closes the hand-off listener
 	var backoff time.Duration
@@ -101,8 +114,14 @@ func (f *FastServer) Shutdown(ctx context.Context) error {
 			fc.c.SetReadDeadline(time.Now()) // wakes its wait for the next request
 		}
 	}
+	twin := f.http1
 	f.mu.Unlock()
 	err := f.hs.Shutdown(ctx)
+	if twin != nil {
+		if terr := twin.Shutdown(ctx); err == nil {
+			err = terr
+		}
+	}
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()
 	select {
@@ -207,7 +226,11 @@ func (f *FastServer) serveConn(c net.Conn) {
 				return
 			}
 			c.SetReadDeadline(time.Time{})
-			handedOff = f.handoff.push(&replayConn{Conn: c, br: fc.br, headDeadline: fc.headDeadline})
+			to := f.handoff
+			if fc.answered && f.handoffHTTP1 != nil {
+				to = f.handoffHTTP1
+			}
+			handedOff = to.push(&replayConn{Conn: c, br: fc.br, headDeadline: fc.headDeadline})
 			return
 		}
 		fc.answered = true
@@ -670,6 +693,27 @@ func (f *FastServer) dateLine(now time.Time) []byte {
 	line = append(line, "\r\n"...)
 	f.date.Store(&dateLine{sec: sec, line: line})
 	return line
+}
+
+// http1Twin returns a server like hs, for clear-text HTTP/1.1 only: the fields net/http reads
+// when it serves such a connection.
+func http1Twin(hs *http.Server) *http.Server {
+	t := &http.Server{
+		Handler:                      hs.Handler,
+		DisableGeneralOptionsHandler: hs.DisableGeneralOptionsHandler,
+		ReadTimeout:                  hs.ReadTimeout,
+		ReadHeaderTimeout:            hs.ReadHeaderTimeout,
+		WriteTimeout:                 hs.WriteTimeout,
+		IdleTimeout:                  hs.IdleTimeout,
+		MaxHeaderBytes:               hs.MaxHeaderBytes,
+		ConnState:                    hs.ConnState,
+		ErrorLog:                     hs.ErrorLog,
+		BaseContext:                  hs.BaseContext,
+		ConnContext:                  hs.ConnContext,
+		Protocols:                    new(http.Protocols),
+	}
+	t.Protocols.SetHTTP1(true)
+	return t
 }
 
 // handoffListener is how connections reach net/http: Accept returns what the fast path handed
