@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,4 +131,21 @@ func readAnswer(br *bufio.Reader, wantStatus string) error {
 	}
 	_, err := br.Discard(int(length))
 	return err
+}
+
+// BenchmarkFastPathBigNar downloads a 64 MiB NAR file through the fast path (sendfile), one
+// request at a time on one connection: the throughput a big substitution gets.
+func BenchmarkFastPathBigNar(b *testing.B) {
+	tc := newLoggingCache(b)
+	name := "nar/" + strings.Repeat("b", 52) + ".nar"
+	if err := os.MkdirAll(filepath.Join(tc.Root, "nar"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	content := make([]byte, 64<<20)
+	rand.NewChaCha8([32]byte{7}).Read(content)
+	if err := os.WriteFile(filepath.Join(tc.Root, name), content, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(content)))
+	benchFast(b, tc, "/"+name, "200")
 }

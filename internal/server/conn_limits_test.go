@@ -1,11 +1,17 @@
 package server_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -189,4 +195,114 @@ func TestH2CPrefaceOnlyFirst(t *testing.T) {
 	if _, err := io.ReadFull(c, frame); err != nil || frame[3] != 0x4 {
 		t.Fatalf("h2c preface as the first bytes: frame header %x, %v; want a SETTINGS frame", frame, err)
 	}
+}
+
+// bigFile puts size random bytes in the disk backend under a NAR name and returns its path. The
+// fast path and the router serve any file there, narinfo or not.
+func bigFile(t *testing.T, tc *testCache, seed byte, size int) (string, []byte) {
+	t.Helper()
+	name := "nar/" + strings.Repeat(string("0123456789abcdfg"[seed%16]), 52) + ".nar"
+	b := make([]byte, size)
+	rand.NewChaCha8([32]byte{seed}).Read(b)
+	if err := os.MkdirAll(filepath.Join(tc.Root, "nar"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tc.Root, name), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return "/" + name, b
+}
+
+// dialSmall connects with a small receive buffer, so that a client that does not read fills
+// the server's send buffer soon.
+func dialSmall(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+		return nil
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestWriteIdleTimeout: a client that reads nothing of an answer loses its connection after
+// WriteIdleTimeout, on the fast path (a NAR with sendfile, pipelined narinfo answers) and
+// through net/http (a NAR with sendfile); one that reads slowly, for far longer than the
+// timeout in all, gets every byte.
+func TestWriteIdleTimeout(t *testing.T) {
+	const idle = time.Second
+	tc := newTestCacheConfig(t, func(c *server.Config) { c.WriteIdleTimeout = idle })
+	nar, content := bigFile(t, tc, 1, 16<<20)
+	fast := serveTimeouts(t, tc, 5*time.Second, 10*time.Second)
+	u := newUpload(t, "pipelined-unread", "zstd")
+	u.store(t, tc)
+	for _, path := range []struct{ name, addr string }{{"fast path", fast}, {"net/http", tc.Addr}} {
+		t.Run(path.name+", reads nothing", func(t *testing.T) {
+			c := dialSmall(t, path.addr)
+			io.WriteString(c, "GET "+nar+" HTTP/1.1\r\nHost: cache\r\n\r\n")
+			time.Sleep(3 * idle)
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			n, err := io.Copy(io.Discard, c)
+			if isTimeout(err) || n > int64(len(content)) {
+				t.Fatalf("read %d bytes of a %d-byte NAR, then %v: the server kept the connection of a client that read nothing for %v", n, len(content), err, 3*idle)
+			}
+		})
+		t.Run(path.name+", reads slowly", func(t *testing.T) {
+			c := dialSmall(t, path.addr)
+			io.WriteString(c, "GET "+nar+" HTTP/1.1\r\nHost: cache\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			var got bytes.Buffer
+			buf := make([]byte, 256<<10)
+			for {
+				time.Sleep(idle / 20) // 256 KiB every 50 ms: about 5 MB/s
+				n, err := io.ReadFull(resp.Body, buf)
+				got.Write(buf[:n])
+				if err != nil {
+					break
+				}
+			}
+			if !bytes.Equal(got.Bytes(), content) {
+				t.Fatalf("a slow reader got %d of %d bytes in %v", got.Len(), len(content), time.Since(start))
+			}
+			if d := time.Since(start); d < 2*idle {
+				t.Errorf("the download took %v, not long enough to show that a slow reader outlasts the timeout (%v)", d, idle)
+			}
+		})
+	}
+	t.Run("fast path, pipelined answers unread", func(t *testing.T) {
+		c := dialSmall(t, fast)
+		req := "GET " + u.NarInfoPath() + " HTTP/1.1\r\nHost: cache\r\n\r\n"
+		const n = 40000 // about 20 MB of answers
+		go func() {
+			c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			io.WriteString(c, strings.Repeat(req, n))
+		}()
+		time.Sleep(3 * idle)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		answers := 0
+		for ; answers < n; answers++ {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				if isTimeout(err) {
+					t.Fatalf("after %d answers: %v: the server kept the connection", answers, err)
+				}
+				break
+			}
+			io.Copy(io.Discard, resp.Body)
+		}
+		if answers == n {
+			t.Fatalf("all %d answers came: the server kept the connection of a client that read nothing for %v", n, 3*idle)
+		}
+	})
 }

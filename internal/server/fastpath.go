@@ -137,7 +137,7 @@ func (f *FastServer) Shutdown(ctx context.Context) error {
 // fastConn is one connection the fast path is reading.
 type fastConn struct {
 	c       net.Conn
-	sock    io.ReadWriter // c's socket I/O (rawio_linux.go); br and bw read and write through it
+	sock    connIO // c's socket I/O (rawio_linux.go); br and bw read and write through it
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	remote  string
@@ -158,7 +158,7 @@ const fastHeadMax = 4096
 func (f *FastServer) serveConn(c net.Conn) {
 	defer f.wg.Done()
 	accepted := time.Now()
-	sock := newSockIO(c)
+	sock := newSockIO(c, f.s.cfg.WriteIdleTimeout)
 	fc := &fastConn{c: c, sock: sock, br: bufio.NewReaderSize(sock, fastHeadMax), bw: bufio.NewWriterSize(sock, 4096), remote: c.RemoteAddr().String()}
 	f.mu.Lock()
 	f.conns[fc] = struct{}{}
@@ -173,7 +173,11 @@ func (f *FastServer) serveConn(c net.Conn) {
 			// the next head is incomplete, or on Shutdown): they are sent, as net/http sends
 			// every answer, but a client that reads nothing cannot hold the goroutine.
 			if fc.bw.Buffered() > 0 {
-				c.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+				idle := closeFlushTimeout
+				if w := f.s.cfg.WriteIdleTimeout; w > 0 {
+					idle = min(idle, w)
+				}
+				sock.setWriteIdle(idle)
 				fc.bw.Flush()
 			}
 			c.Close()
@@ -230,7 +234,7 @@ func (f *FastServer) serveConn(c net.Conn) {
 			if fc.answered && f.handoffHTTP1 != nil {
 				to = f.handoffHTTP1
 			}
-			handedOff = to.push(&replayConn{Conn: c, br: fc.br, headDeadline: fc.headDeadline})
+			handedOff = to.push(&replayConn{Conn: &idleConn{Conn: c, io: fc.sock}, br: fc.br, headDeadline: fc.headDeadline})
 			return
 		}
 		fc.answered = true
@@ -244,8 +248,8 @@ func (f *FastServer) serveConn(c net.Conn) {
 	}
 }
 
-// closeFlushTimeout bounds how long a connection the fast path ends may take to send the answers
-// still buffered for it.
+// closeFlushTimeout bounds how long a connection the fast path ends may make no progress
+// sending the answers still buffered for it (WriteIdleTimeout when that is shorter).
 const closeFlushTimeout = 5 * time.Second
 
 // wait blocks until fc's buffer holds n bytes. Answers buffered for pipelined requests go out
@@ -642,8 +646,9 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 		err = writeMore(fc.sock, h)
 	}
 	if err == nil && !req.head {
-		// *os.File to *net.TCPConn: the kernel copies it (sendfile).
-		sent, err = io.CopyN(fc.c, of.OSFile(), info.Size)
+		// The kernel copies it (sendfile), and a client that stops reading for
+		// WriteIdleTimeout fails it.
+		sent, err = fc.sock.SendFile(of.OSFile(), info.Size)
 	}
 	switch {
 	case err != nil:
@@ -757,8 +762,9 @@ func (l *handoffListener) Close() error {
 func (l *handoffListener) Addr() net.Addr { return l.addr }
 
 // replayConn is a connection handed to net/http: it first returns the bytes the fast path had
-// read and not answered, then reads the connection. It keeps the connection's ReadFrom, so that
-// NAR bodies still go out through sendfile, and its CloseWrite.
+// read and not answered, then reads the connection. It writes through the fast path's connIO
+// (idleConn), so that NAR bodies still go out through sendfile and every write has the same
+// progress bound, and it keeps the connection's CloseWrite.
 type replayConn struct {
 	net.Conn
 	br *bufio.Reader // nil once drained
