@@ -201,7 +201,7 @@ func TestH2CPrefaceOnlyFirst(t *testing.T) {
 // fast path and the router serve any file there, narinfo or not.
 func bigFile(t *testing.T, tc *testCache, seed byte, size int) (string, []byte) {
 	t.Helper()
-	name := "nar/" + strings.Repeat(string("0123456789abcdfg"[seed%16]), 52) + ".nar"
+	name := "nar/1" + strings.Repeat(string("0123456789abcdfg"[seed%16]), 51) + ".nar"
 	b := make([]byte, size)
 	rand.NewChaCha8([32]byte{seed}).Read(b)
 	if err := os.MkdirAll(filepath.Join(tc.Root, "nar"), 0o755); err != nil {

@@ -95,6 +95,13 @@ func (s *Server) serveObjectOr(w http.ResponseWriter, r *http.Request, name, con
 	if f, ok := obj.(interface{ OSFile() *os.File }); ok {
 		content = f.OSFile()
 	}
+	if rh := r.Header.Get("Range"); rh != "" { // the Range policy (ranges.go)
+		if rh, ok := simplifyRange(rh, obj.Info().Size); ok {
+			r.Header.Set("Range", rh)
+		} else {
+			r.Header.Del("Range")
+		}
+	}
 	http.ServeContent(w, r, "", obj.Info().ModTime, content)
 	return true
 }
