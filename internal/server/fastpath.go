@@ -65,7 +65,9 @@ type FastServer struct {
 func (f *FastServer) Answered() uint64 { return f.answered.Load() }
 
 // NewFastServer puts the fast path of s in front of hs, whose Handler is s. hs's IdleTimeout and
-// ReadHeaderTimeout apply to the connections the fast path reads too.
+// ReadHeaderTimeout apply to the connections the fast path reads too, and s's WriteIdleTimeout to
+// every answer on them, the fast path's and net/http's (hs's WriteTimeout is not supported: the
+// write deadline is the progress bound's).
 func NewFastServer(s *Server, hs *http.Server) *FastServer {
 	return &FastServer{s: s, hs: hs, conns: map[*fastConn]struct{}{}}
 }
