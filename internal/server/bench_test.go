@@ -53,12 +53,14 @@ func benchGet(b *testing.B, tc *testCache, path string, want int) {
 // allocates nothing per request) plus the runtime's.
 
 // newLoggingCache is a test cache that writes an access line per request, as cmd/cached's
-// logger does (to nowhere), so that the benchmarks count its cost.
+// logger does (to nowhere), and bounds writes as cached serve does by default, so that the
+// benchmarks count their cost.
 func newLoggingCache(b *testing.B) *testCache {
 	return newTestCacheConfig(b, func(c *server.Config) {
 		buf := logging.NewBuffer(io.Discard)
 		b.Cleanup(buf.Close)
 		c.Log = logging.New(slog.LevelInfo, false, buf)
+		c.WriteIdleTimeout = time.Minute // cached serve's default
 	})
 }
 
