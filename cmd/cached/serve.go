@@ -39,6 +39,7 @@ type serveCmd struct {
 	StaleUploadAge    time.Duration `help:"With --backend s3: incomplete multipart uploads older than this are aborted (hourly)." default:"24h"`
 	RequireUploadSigs []string      `help:"Accept only narinfos signed by one of these public keys (name:base64, repeatable or comma-separated), e.g. your builders' keys." sep:","`
 	BodyIdleTimeout   time.Duration `help:"Fail an upload whose body sends nothing for this long (slow or stalled clients)." default:"60s"`
+	WriteIdleTimeout  time.Duration `help:"Drop a connection whose client takes no bytes of an answer for this long (a download that moves, however slowly, is never cut); 0: never." default:"60s"`
 	WriteRateLimit    int           `help:"Most PUT requests per minute per client (token, else IP); 0 for no limit. Over it clients get 429, which nix retries." default:"0"`
 	TLSCert           string        `help:"Serve HTTPS with this certificate (PEM) and --tls-key." type:"path" name:"tls-cert"`
 	TLSKey            string        `help:"Private key (PEM) for --tls-cert." type:"path" name:"tls-key"`
@@ -71,6 +72,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 			return fmt.Errorf("--require-upload-sigs: %w", err)
 		}
 		uploadKeys = append(uploadKeys, pk)
+	}
+	if c.WriteIdleTimeout < 0 {
+		return fmt.Errorf("--write-idle-timeout %s: want 0 (never) or more", c.WriteIdleTimeout)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return fmt.Errorf("--tls-cert and --tls-key go together")
@@ -151,7 +155,7 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	go func() { st.cache.RunAccessFlusher(flushCtx, 10*time.Second); close(flushDone) }()
 	defer func() { stopFlush(); <-flushDone }()
 
-	srv := server.New(server.Config{
+	cfg := server.Config{
 		Cache:           st.cache,
 		Index:           st.index,
 		Tokens:          tokenStore,
@@ -165,7 +169,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		MaxMetaSize:     int64(c.MaxMetaSize),
 		Priority:        c.Priority,
 		PublicURL:       c.PublicURL,
-	})
+	}
+	cfg.WriteIdleTimeout = c.WriteIdleTimeout
+	srv := server.New(cfg)
 	httpSrv := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 30 * time.Second,
@@ -203,6 +209,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	var fast *server.FastServer
 	if c.FastPath && c.TLSCert == "" && !c.Private {
 		fast = server.NewFastServer(srv, httpSrv)
+	}
+	if fast == nil { // the fast path bounds its connections' writes itself
+		ln = server.WriteIdleListener(ln, c.WriteIdleTimeout)
 	}
 	errCh := make(chan error, 1)
 	go func() {

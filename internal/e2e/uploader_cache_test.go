@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -45,7 +47,21 @@ func uploaderSubstitutesWithItsNarinfoCache(t *testing.T, v nixVersion) {
 	if _, err := os.Stat(fresh + c.Top + "/big.bin"); err != nil {
 		t.Fatalf("substitution with the uploader's cached narinfo did not produce the path: %v", err)
 	}
-	if !strings.Contains(srv.stderr.String(), "recompression") {
+	if !strings.Contains(srv.stderr.String(), "serving a NAR under its uploaded name by recompression") {
 		t.Fatal("nix did not use the narinfo it cached when uploading; this test no longer shows the case it is about")
+	}
+	// The server recompresses only for a valid token: the substitution above shows that Nix
+	// sends its netrc credentials on downloads. Without one, the uploaded name is refused.
+	m := regexp.MustCompile(`nar=(nar/[0-9a-z]{52}\.nar\.xz)`).FindStringSubmatch(srv.stderr.String())
+	if m == nil {
+		t.Fatalf("no uploaded NAR name in the log:\n%s", tail(srv.stderr.String(), 20))
+	}
+	resp, err := http.Get(srv.URL + "/" + m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("anonymous GET of the uploaded name %s: %s, want 401", m[1], resp.Status)
 	}
 }

@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,12 +53,14 @@ func benchGet(b *testing.B, tc *testCache, path string, want int) {
 // allocates nothing per request) plus the runtime's.
 
 // newLoggingCache is a test cache that writes an access line per request, as cmd/cached's
-// logger does (to nowhere), so that the benchmarks count its cost.
+// logger does (to nowhere), and bounds writes as cached serve does by default, so that the
+// benchmarks count their cost.
 func newLoggingCache(b *testing.B) *testCache {
 	return newTestCacheConfig(b, func(c *server.Config) {
 		buf := logging.NewBuffer(io.Discard)
 		b.Cleanup(buf.Close)
 		c.Log = logging.New(slog.LevelInfo, false, buf)
+		c.WriteIdleTimeout = time.Minute // cached serve's default
 	})
 }
 
@@ -127,4 +133,21 @@ func readAnswer(br *bufio.Reader, wantStatus string) error {
 	}
 	_, err := br.Discard(int(length))
 	return err
+}
+
+// BenchmarkFastPathBigNar downloads a 64 MiB NAR file through the fast path (sendfile), one
+// request at a time on one connection: the throughput a big substitution gets.
+func BenchmarkFastPathBigNar(b *testing.B) {
+	tc := newLoggingCache(b)
+	name := "nar/1" + strings.Repeat("b", 51) + ".nar"
+	if err := os.MkdirAll(filepath.Join(tc.Root, "nar"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	content := make([]byte, 64<<20)
+	rand.NewChaCha8([32]byte{7}).Read(content)
+	if err := os.WriteFile(filepath.Join(tc.Root, name), content, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(content)))
+	benchFast(b, tc, "/"+name, "200")
 }

@@ -32,7 +32,9 @@ import (
 // request, a NAR under its uploaded name, a NAR on S3, a query string, an odd header, a malformed
 // head, HTTP/1.0, an h2c preface, a lookup that fails) hands the connection, with the bytes
 // already read, to net/http for the rest of its life, which answers it as before. The fast path
-// therefore never refuses anything itself: it only accepts what it fully understands.
+// therefore never refuses anything itself: it only accepts what it fully understands. A
+// connection handed over after the fast path answered on it stays HTTP/1.1, as a connection of
+// net/http alone does: h2c (an HTTP/2 preface in clear text) is for its first bytes only.
 //
 // It is off for --private caches (every read needs a token) and over TLS.
 
@@ -41,6 +43,12 @@ type FastServer struct {
 	s       *Server
 	hs      *http.Server
 	handoff *handoffListener
+	// http1 serves the connections handed over after the fast path answered on them, when hs
+	// would take an HTTP/2 preface there for h2c: h2c is for the first bytes of a connection
+	// only, and net/http alone answers a later preface as an HTTP/1.1 request. Nil when hs
+	// does not speak h2c.
+	http1        *http.Server
+	handoffHTTP1 *handoffListener
 
 	mu      sync.Mutex
 	conns   map[*fastConn]struct{}
@@ -57,7 +65,9 @@ type FastServer struct {
 func (f *FastServer) Answered() uint64 { return f.answered.Load() }
 
 // NewFastServer puts the fast path of s in front of hs, whose Handler is s. hs's IdleTimeout and
-// ReadHeaderTimeout apply to the connections the fast path reads too.
+// ReadHeaderTimeout apply to the connections the fast path reads too, and s's WriteIdleTimeout to
+// every answer on them, the fast path's and net/http's (hs's WriteTimeout is not supported: the
+// write deadline is the progress bound's).
 func NewFastServer(s *Server, hs *http.Server) *FastServer {
 	return &FastServer{s: s, hs: hs, conns: map[*fastConn]struct{}{}}
 }
@@ -67,6 +77,11 @@ func (f *FastServer) Serve(ln net.Listener) error {
 	f.mu.Lock()
 	f.ln = ln
 	f.handoff = newHandoffListener(ln.Addr())
+	if f.hs.Protocols != nil && f.hs.Protocols.UnencryptedHTTP2() {
+		f.http1 = http1Twin(f.hs)
+		f.handoffHTTP1 = newHandoffListener(ln.Addr())
+		go f.http1.Serve(f.handoffHTTP1)
+	}
 	f.mu.Unlock()
 	go f.hs.Serve(f.handoff) // returns when Shutdown closes the hand-off listener
 	var backoff time.Duration
@@ -101,8 +116,14 @@ func (f *FastServer) Shutdown(ctx context.Context) error {
 			fc.c.SetReadDeadline(time.Now()) // wakes its wait for the next request
 		}
 	}
+	twin := f.http1
 	f.mu.Unlock()
 	err := f.hs.Shutdown(ctx)
+	if twin != nil {
+		if terr := twin.Shutdown(ctx); err == nil {
+			err = terr
+		}
+	}
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()
 	select {
@@ -118,7 +139,7 @@ func (f *FastServer) Shutdown(ctx context.Context) error {
 // fastConn is one connection the fast path is reading.
 type fastConn struct {
 	c       net.Conn
-	sock    io.ReadWriter // c's socket I/O (rawio_linux.go); br and bw read and write through it
+	sock    connIO // c's socket I/O (rawio_linux.go); br and bw read and write through it
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	remote  string
@@ -127,6 +148,8 @@ type fastConn struct {
 
 	idleSince     time.Time // when the idle deadline was last set
 	deadlineMoved bool      // since then, to bound a head that came in pieces
+	answered      bool      // a request was answered on this connection
+	headDeadline  time.Time // when the head being read must be complete; zero: no bound yet
 	logAttrs      logAttrs
 }
 
@@ -136,7 +159,8 @@ const fastHeadMax = 4096
 
 func (f *FastServer) serveConn(c net.Conn) {
 	defer f.wg.Done()
-	sock := newSockIO(c)
+	accepted := time.Now()
+	sock := newSockIO(c, f.s.cfg.WriteIdleTimeout)
 	fc := &fastConn{c: c, sock: sock, br: bufio.NewReaderSize(sock, fastHeadMax), bw: bufio.NewWriterSize(sock, 4096), remote: c.RemoteAddr().String()}
 	f.mu.Lock()
 	f.conns[fc] = struct{}{}
@@ -151,17 +175,32 @@ func (f *FastServer) serveConn(c net.Conn) {
 			// the next head is incomplete, or on Shutdown): they are sent, as net/http sends
 			// every answer, but a client that reads nothing cannot hold the goroutine.
 			if fc.bw.Buffered() > 0 {
-				c.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+				idle := closeFlushTimeout
+				if w := f.s.cfg.WriteIdleTimeout; w > 0 {
+					idle = min(idle, w)
+				}
+				sock.setWriteIdle(idle)
 				fc.bw.Flush()
 			}
 			c.Close()
 		}
 	}()
+	// The first head must be complete ReadHeaderTimeout after the connection was accepted,
+	// as net/http's conn.serve has it: a client that connects and sends nothing, or too little,
+	// is not kept for IdleTimeout, nor given a fresh ReadHeaderTimeout when its first byte comes.
+	if d := f.headerTimeout(); d > 0 {
+		fc.headDeadline = accepted.Add(d)
+		c.SetReadDeadline(fc.headDeadline)
+		fc.deadlineMoved = true
+	}
 	for {
 		if f.closing.Load() { // as net/http, no further request once Shutdown has begun
 			return
 		}
-		if f.hs.IdleTimeout > 0 {
+		if fc.answered {
+			fc.headDeadline = time.Time{}
+		}
+		if fc.answered && f.hs.IdleTimeout > 0 {
 			// Moving the deadline is a timer update in the runtime: on a busy connection it is
 			// moved only every tenth of IdleTimeout (at most once a second), so a client may be
 			// dropped after being idle for that much less than IdleTimeout.
@@ -193,9 +232,14 @@ func (f *FastServer) serveConn(c net.Conn) {
 				return
 			}
 			c.SetReadDeadline(time.Time{})
-			handedOff = f.handoff.push(&replayConn{Conn: c, br: fc.br})
+			to := f.handoff
+			if fc.answered && f.handoffHTTP1 != nil {
+				to = f.handoffHTTP1
+			}
+			handedOff = to.push(&replayConn{Conn: &idleConn{Conn: c, io: fc.sock}, br: fc.br, headDeadline: fc.headDeadline})
 			return
 		}
+		fc.answered = true
 		fc.br.Discard(len(head))
 		if req.close {
 			fc.bw.Flush()
@@ -206,8 +250,8 @@ func (f *FastServer) serveConn(c net.Conn) {
 	}
 }
 
-// closeFlushTimeout bounds how long a connection the fast path ends may take to send the answers
-// still buffered for it.
+// closeFlushTimeout bounds how long a connection the fast path ends may make no progress
+// sending the answers still buffered for it (WriteIdleTimeout when that is shorter).
 const closeFlushTimeout = 5 * time.Second
 
 // wait blocks until fc's buffer holds n bytes. Answers buffered for pipelined requests go out
@@ -235,6 +279,15 @@ func (f *FastServer) wait(fc *fastConn, n int) ([]byte, error) {
 	return b, err
 }
 
+// headerTimeout is net/http's bound on reading a request head: ReadHeaderTimeout, else
+// ReadTimeout.
+func (f *FastServer) headerTimeout() time.Duration {
+	if f.hs.ReadHeaderTimeout > 0 {
+		return f.hs.ReadHeaderTimeout
+	}
+	return f.hs.ReadTimeout
+}
+
 // readHead returns the request head at the start of fc's buffer, through its blank line,
 // without consuming it; nil when net/http should read it instead: it does not fit in
 // fastHeadMax, or a line of it ends in a bare LF (which net/http accepts and the fast path does
@@ -257,11 +310,17 @@ func (f *FastServer) readHead(fc *fastConn) ([]byte, error) {
 		if len(buf) >= fastHeadMax {
 			return nil, nil
 		}
-		// The head came in pieces: bound how long the rest may take (slow-loris clients).
-		if !deadline && f.hs.ReadHeaderTimeout > 0 {
-			fc.c.SetReadDeadline(time.Now().Add(f.hs.ReadHeaderTimeout))
-			deadline, fc.deadlineMoved = true, true
+		// The head came in pieces: bound how long the rest may take (slow-loris clients), from
+		// about when its first bytes came, as net/http does for a request after the first. The
+		// first request's bound, from the accept, is already set.
+		if !deadline && fc.headDeadline.IsZero() {
+			if d := f.headerTimeout(); d > 0 {
+				fc.headDeadline = time.Now().Add(d)
+				fc.c.SetReadDeadline(fc.headDeadline)
+				fc.deadlineMoved = true
+			}
 		}
+		deadline = true
 		if _, err := f.wait(fc, len(buf)+1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
 				return nil, nil
@@ -589,8 +648,9 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 		err = writeMore(fc.sock, h)
 	}
 	if err == nil && !req.head {
-		// *os.File to *net.TCPConn: the kernel copies it (sendfile).
-		sent, err = io.CopyN(fc.c, of.OSFile(), info.Size)
+		// The kernel copies it (sendfile), and a client that stops reading for
+		// WriteIdleTimeout fails it.
+		sent, err = fc.sock.SendFile(of.OSFile(), info.Size)
 	}
 	switch {
 	case err != nil:
@@ -642,6 +702,27 @@ func (f *FastServer) dateLine(now time.Time) []byte {
 	return line
 }
 
+// http1Twin returns a server like hs, for clear-text HTTP/1.1 only: the fields net/http reads
+// when it serves such a connection.
+func http1Twin(hs *http.Server) *http.Server {
+	t := &http.Server{
+		Handler:                      hs.Handler,
+		DisableGeneralOptionsHandler: hs.DisableGeneralOptionsHandler,
+		ReadTimeout:                  hs.ReadTimeout,
+		ReadHeaderTimeout:            hs.ReadHeaderTimeout,
+		WriteTimeout:                 hs.WriteTimeout,
+		IdleTimeout:                  hs.IdleTimeout,
+		MaxHeaderBytes:               hs.MaxHeaderBytes,
+		ConnState:                    hs.ConnState,
+		ErrorLog:                     hs.ErrorLog,
+		BaseContext:                  hs.BaseContext,
+		ConnContext:                  hs.ConnContext,
+		Protocols:                    new(http.Protocols),
+	}
+	t.Protocols.SetHTTP1(true)
+	return t
+}
+
 // handoffListener is how connections reach net/http: Accept returns what the fast path handed
 // over.
 type handoffListener struct {
@@ -683,11 +764,27 @@ func (l *handoffListener) Close() error {
 func (l *handoffListener) Addr() net.Addr { return l.addr }
 
 // replayConn is a connection handed to net/http: it first returns the bytes the fast path had
-// read and not answered, then reads the connection. It keeps the connection's ReadFrom, so that
-// NAR bodies still go out through sendfile, and its CloseWrite.
+// read and not answered, then reads the connection. It writes through the fast path's connIO
+// (idleConn), so that NAR bodies still go out through sendfile and every write has the same
+// progress bound, and it keeps the connection's CloseWrite.
 type replayConn struct {
 	net.Conn
 	br *bufio.Reader // nil once drained
+	// headDeadline is when the head the fast path began to read must be complete. net/http
+	// sets a read deadline once before it reads a connection's first head (ReadHeaderTimeout
+	// from now, in conn.serve); that one is moved no later than this, so that a head handed
+	// over halfway gets no more time than the fast path would have given it.
+	headDeadline time.Time
+}
+
+func (c *replayConn) SetReadDeadline(t time.Time) error {
+	if !c.headDeadline.IsZero() {
+		if t.IsZero() || t.After(c.headDeadline) {
+			t = c.headDeadline
+		}
+		c.headDeadline = time.Time{}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {

@@ -145,7 +145,9 @@ func newTestCacheWith(tb testing.TB, opts cache.Options, edit func(*server.Confi
 		edit(&cfg)
 	}
 	srv := server.New(cfg)
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewUnstartedServer(srv)
+	hs.Listener = server.WriteIdleListener(hs.Listener, cfg.WriteIdleTimeout)
+	hs.Start()
 	tc := &testCache{
 		URL:     hs.URL,
 		Addr:    hs.Listener.Addr().String(),

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/cache"
 )
 
@@ -31,6 +32,11 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 // compression it expects, recompressed on the fly, without Range (the bytes differ from the
 // upload; the NarHash it checks does not). It reports false, having written nothing, when name is
 // no such upload.
+//
+// Recompressing costs seconds of CPU per megabyte for xz, and a few requests would take every
+// recompression slot, so the GET is answered only with a valid token (any scope): the uploader
+// has one, and nix sends its netrc credentials on every request to the host, downloads
+// included. Anyone else gets 401; the narinfos the cache serves name the stored NAR.
 func (s *Server) serveUploadedName(w http.ResponseWriter, r *http.Request, name string) bool {
 	if _, ok := s.cache.UploadStored(r.Context(), name); !ok {
 		return false
@@ -38,6 +44,16 @@ func (s *Server) serveUploadedName(w http.ResponseWriter, r *http.Request, name 
 	if r.Method == http.MethodHead {
 		s.uploadedNameHeaders(w)
 		w.WriteHeader(http.StatusOK)
+		return true
+	}
+	if tok, presented := requestToken(r); !presented {
+		s.refuseRecompression(w, r, name, "no token")
+		return true
+	} else if scope, err := s.tokens.Check(tok); err != nil {
+		s.writeError(w, r, err)
+		return true
+	} else if scope < auth.ScopeRead {
+		s.refuseRecompression(w, r, name, "token not accepted")
 		return true
 	}
 	rc, err := s.cache.OpenUploaded(r.Context(), name)
@@ -53,6 +69,14 @@ func (s *Server) serveUploadedName(w http.ResponseWriter, r *http.Request, name 
 		panic(http.ErrAbortHandler)
 	}
 	return true
+}
+
+// refuseRecompression answers a GET of an uploaded NAR name without a valid token.
+func (s *Server) refuseRecompression(w http.ResponseWriter, r *http.Request, name, reason string) {
+	s.log.Info("refused to recompress a NAR for its uploaded name: no valid token", "nar", name, "remote", r.RemoteAddr, "reason", reason)
+	w.Header().Set("WWW-Authenticate", `Basic realm="cached"`)
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, name+" is how it was uploaded; it is recompressed for token holders only (the uploader's netrc). The narinfo served here names the stored NAR.", http.StatusUnauthorized)
 }
 
 func (s *Server) uploadedNameHeaders(w http.ResponseWriter) {
@@ -94,6 +118,13 @@ func (s *Server) serveObjectOr(w http.ResponseWriter, r *http.Request, name, con
 	var content io.ReadSeeker = obj
 	if f, ok := obj.(interface{ OSFile() *os.File }); ok {
 		content = f.OSFile()
+	}
+	if rh := r.Header.Get("Range"); rh != "" { // the Range policy (ranges.go)
+		if rh, ok := simplifyRange(rh, obj.Info().Size); ok {
+			r.Header.Set("Range", rh)
+		} else {
+			r.Header.Del("Range")
+		}
 	}
 	http.ServeContent(w, r, "", obj.Info().ModTime, content)
 	return true

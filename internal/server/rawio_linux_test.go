@@ -37,14 +37,14 @@ func tcpPair(t *testing.T) (server, client net.Conn) {
 
 func TestSockIOIsRaw(t *testing.T) {
 	s, _ := tcpPair(t)
-	if _, ok := newSockIO(s).(*sockIO); !ok {
+	if _, ok := newSockIO(s, 0).(*sockIO); !ok {
 		t.Fatalf("newSockIO(%T) did not use raw socket I/O", s)
 	}
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
-	if got := newSockIO(p1); got != io.ReadWriter(p1) {
-		t.Fatalf("newSockIO(net.Pipe) = %T, want the conn itself", got)
+	if got, ok := newSockIO(p1, 0).(*plainIO); !ok || got.c != p1 {
+		t.Fatalf("newSockIO(net.Pipe) = %T, want plainIO over the conn itself", got)
 	}
 }
 
@@ -52,7 +52,7 @@ func TestSockIOIsRaw(t *testing.T) {
 // every byte, in order; reads must see them all and then EOF.
 func TestSockIOBigWriteAndEOF(t *testing.T) {
 	s, c := tcpPair(t)
-	sio := newSockIO(s)
+	sio := newSockIO(s, 0)
 	want := make([]byte, 16<<20)
 	for i := range want {
 		want[i] = byte(i * 7)
@@ -66,7 +66,7 @@ func TestSockIOBigWriteAndEOF(t *testing.T) {
 		s.(*net.TCPConn).CloseWrite()
 		errc <- err
 	}()
-	cio := newSockIO(c)
+	cio := newSockIO(c, 0)
 	var got bytes.Buffer
 	buf := make([]byte, 1000) // small reads, slowly at first: the writer must block
 	time.Sleep(50 * time.Millisecond)
@@ -92,7 +92,7 @@ func TestSockIOReadDeadline(t *testing.T) {
 	s, _ := tcpPair(t)
 	s.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	start := time.Now()
-	n, err := newSockIO(s).Read(make([]byte, 10))
+	n, err := newSockIO(s, 0).Read(make([]byte, 10))
 	if n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Read past the deadline = %d, %v; want 0 and a deadline error", n, err)
 	}
@@ -110,7 +110,7 @@ func TestSockIOWriteToGonePeer(t *testing.T) {
 	s, c := tcpPair(t)
 	c.(*net.TCPConn).SetLinger(0)
 	c.Close() // RST
-	sio := newSockIO(s)
+	sio := newSockIO(s, 0)
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
 		_, err = sio.Write(make([]byte, 64<<10))
@@ -127,7 +127,7 @@ func TestSockIOWriteToGonePeer(t *testing.T) {
 
 func TestSockIOClosed(t *testing.T) {
 	s, _ := tcpPair(t)
-	sio := newSockIO(s)
+	sio := newSockIO(s, 0)
 	s.Close()
 	if _, err := sio.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("read of a closed conn: %v, want net.ErrClosed", err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/nar"
@@ -547,13 +548,31 @@ func TestHeadCarriesGetHeaders(t *testing.T) {
 }
 
 // TestGetUploadedNameOfRecompressedNar: the uploading nix caches the narinfo it sent, with the
-// uploaded URL; a GET of that name gets the NAR recompressed to the compression it names.
+// uploaded URL; a GET of that name with its token (nix sends its netrc credentials on downloads
+// too) gets the NAR recompressed to the compression it names. Without a valid token the GET is
+// refused at once (recompression is CPU-heavy and only the uploader needs that name); a HEAD,
+// which nix sends before uploading, still answers.
 func TestGetUploadedNameOfRecompressedNar(t *testing.T) {
 	tc := newTestCache(t)
 	u := newUpload(t, "uploaded-name", "xz")
 	u.store(t, tc)
-	resp := tc.get(t, u.NarPath)
-	mustStatus(t, "GET the uploaded xz name of a NAR stored as zstd", resp, http.StatusOK)
+	for _, anon := range []struct {
+		name string
+		opts []reqOpt
+	}{{"no token", nil}, {"unknown token", []reqOpt{withBasicAuth("nix", "not-a-token")}}, {"unknown bearer", []reqOpt{withHeader("Authorization", "Bearer nope")}}} {
+		start := time.Now()
+		r := tc.get(t, u.NarPath, anon.opts...)
+		mustStatus(t, "GET the uploaded name, "+anon.name, r, http.StatusUnauthorized)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%s: the refusal took %v", anon.name, d)
+		}
+		if r.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: a 401 without WWW-Authenticate", anon.name)
+		}
+	}
+	mustStatus(t, "HEAD the uploaded name without a token", tc.head(t, u.NarPath), http.StatusOK)
+	resp := tc.get(t, u.NarPath, withBasicAuth("nix", testToken))
+	mustStatus(t, "GET the uploaded xz name of a NAR stored as zstd, with the token", resp, http.StatusOK)
 	xr, err := xz.NewReader(bytes.NewReader(resp.Body))
 	if err != nil {
 		t.Fatal(err)

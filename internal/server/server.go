@@ -35,6 +35,9 @@ type Config struct {
 	Private bool
 	// BodyIdleTimeout fails an upload whose body sends nothing for this long (0: never).
 	BodyIdleTimeout time.Duration
+	// WriteIdleTimeout drops a connection whose client takes no bytes of an answer for this long
+	// (0: never), on the fast path and through net/http. A slow download that moves is never cut.
+	WriteIdleTimeout time.Duration
 	// WriteRateLimit caps PUT/POST requests per client (token, else IP) per minute (0: none).
 	WriteRateLimit int
 	// AccessLog is which requests get an info log line: "all" (default), "errors" (writes and
