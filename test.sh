@@ -94,7 +94,8 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
                 ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName \
                 ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest \
                 ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader \
-                ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/push:FuzzParseNetrc; do
+                ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/push:FuzzParseNetrc \
+                ./internal/server:FuzzSimplifyRange; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"
