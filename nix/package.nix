@@ -24,7 +24,7 @@ buildGoModule {
 
   # NAR hash of the directory `go mod vendor` writes. nix/nix_test.go recomputes it from
   # go.mod/go.sum and fails with the new value when it is stale.
-  vendorHash = "sha256-7amHGT7IzV2z01itjeo+lFYo1T0KV9wgF6CGf4j4m2k=";
+  vendorHash = "sha256-6FDglhlJd6WGsaBWJ/40+CpwahbCZT63bAiau/0jqe4=";
 
   subPackages = [ "cmd/cached" ];
 
