@@ -29,6 +29,7 @@ type serveCmd struct {
 	PublicURL         string        `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
 	Priority          int           `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
 	MaxUploadSize     byteSize      `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
+	MaxNarSize        byteSize      `help:"Largest NAR accepted once decompressed (a small compressed upload may expand to far more); over it 413, nothing stored." default:"64GiB"`
 	MaxMetaSize       byteSize      `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
 	ShutdownTimeout   time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
 	StoreCompression  string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
@@ -82,7 +83,7 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	shared := c.Backend == "s3" // replicas may share the bucket
 	st, err := c.open(ctx, log, cache.Options{
 		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel, Recompressions: c.Recompressions,
-		ReadThrough: shared, NegativeTTL: c.NegativeTTL, UploadKeys: uploadKeys,
+		ReadThrough: shared, NegativeTTL: c.NegativeTTL, UploadKeys: uploadKeys, MaxNarSize: int64(c.MaxNarSize),
 	})
 	if err != nil {
 		return err

@@ -81,7 +81,14 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		if enc != nil {
 			sink = io.MultiWriter(narH, enc)
 		}
-		narSize, err = nar.Check(io.TeeReader(dec, sink))
+		narIn := io.Reader(dec)
+		if c.opts.MaxNarSize > 0 {
+			narIn = &narLimit{r: dec, left: c.opts.MaxNarSize, limit: c.opts.MaxNarSize}
+		}
+		narSize, err = nar.Check(io.TeeReader(narIn, sink))
+		if tooLarge := (*NarTooLargeError)(nil); errors.As(err, &tooLarge) {
+			return fmt.Errorf("%s: %w", nn.Name, tooLarge)
+		}
 		if err != nil {
 			// Wrapped, so that a body over the size limit or a stalled one still reads as that.
 			return inputErr("NAR", "%s is not a valid %s-compressed NAR: %w", nn.Name, nn.Compression, err)

@@ -15,9 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
+
+// testMaxNar is the decompressed NAR size limit of the refusal tests (--max-nar-size).
+const testMaxNar = 8 << 20
 
 // refusal is one upload the server must refuse.
 type refusal struct {
@@ -153,6 +157,18 @@ func TestUploadRefusals(t *testing.T) {
 				return tc.put(t, u.NarPath, u.File), []string{u.NarPath}
 			},
 		},
+		{
+			name: "zstd bomb over MaxNarSize", status: http.StatusRequestEntityTooLarge, fields: []string{"limit of 8.0 MiB once decompressed (--max-nar-size)"},
+			send: func(t *testing.T, tc *testCache) (*response, []string) {
+				// 64 MiB of zeros: a valid NAR, a few KiB compressed.
+				zeros := string(make([]byte, 64<<20))
+				u := newUploadNAR(t, "bomb", "zstd", handNAR("nix-archive-1", "(", "type", "regular", "contents", zeros, ")"))
+				if len(u.File) > 64<<10 {
+					t.Fatalf("the bomb is %d bytes compressed", len(u.File))
+				}
+				return tc.put(t, u.NarPath, u.File), []string{u.NarPath}
+			},
+		},
 
 		// narinfo uploads, after an accepted NAR.
 		narinfoRefusal("wrong NarHash", "NarHash", func(u *upload) { u.Info.NarHash = sha256Hash([]byte("other")) }),
@@ -267,7 +283,7 @@ func TestUploadRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tc := newTestCache(t)
+			tc := newTestCacheWith(t, cache.Options{MaxNarSize: testMaxNar}, nil)
 			before := tc.files(t)
 			r, absent := tt.send(t, tc)
 			if r.Status >= 500 {

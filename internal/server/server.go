@@ -129,11 +129,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.Se
 // writeError maps an error to a status code: the one place that does.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		ie      *cache.InputError
-		tooBig  *http.MaxBytesError
-		stalled *stalledError
-		status  int
-		message string
+		ie        *cache.InputError
+		tooBig    *http.MaxBytesError
+		narTooBig *cache.NarTooLargeError
+		stalled   *stalledError
+		status    int
+		message   string
 	)
 	switch {
 	case errors.As(err, &tooBig):
@@ -144,6 +145,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		case !strings.HasPrefix(r.URL.Path, "/_cached/"):
 			message += " after decoding (--max-meta-size)"
 		}
+	case errors.As(err, &narTooBig):
+		status, message = http.StatusRequestEntityTooLarge, "NAR larger than the limit of "+humanize.IBytes(uint64(narTooBig.Limit))+" once decompressed (--max-nar-size); nothing was stored"
 	case errors.As(err, &stalled):
 		status, message = http.StatusRequestTimeout, stalled.Error()
 	case errors.As(err, &ie):
