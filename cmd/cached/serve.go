@@ -113,10 +113,19 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		}
 		log.Info("reindex done", "narinfos", stats.NarInfos, "invalid", stats.Invalid, "removed", stats.Removed)
 	}
-	if n, err := st.cache.CleanStaging(ctx, time.Hour); err != nil {
-		return fmt.Errorf("cleaning staged uploads: %w", err)
-	} else if n > 0 {
-		log.Info("removed stale staged uploads", "count", n)
+	// The index lock is held: on the disk backend nothing else writes to the store, so every
+	// staged upload and temporary file is left by a process that died mid-upload. Replicas on
+	// one bucket may be uploading: there, only staged uploads older than an hour go.
+	stagingAge := time.Duration(0)
+	if shared {
+		stagingAge = time.Hour
+	}
+	removed, err := st.cache.RemoveLeftovers(ctx, stagingAge)
+	for _, fi := range removed {
+		log.Info("removed a partial upload left by an earlier run", "file", fi.Name, "size", fi.Size, "modified", fi.ModTime.UTC().Format(time.RFC3339))
+	}
+	if err != nil {
+		return fmt.Errorf("removing partial uploads left by an earlier run: %w", err)
 	}
 	if err := st.index.SetDirty(true); err != nil {
 		return err
