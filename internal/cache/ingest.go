@@ -15,6 +15,7 @@ import (
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/cached-dev/cached/internal/nar"
 	"github.com/cached-dev/cached/internal/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -72,8 +73,15 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 			}()
 		}
 		src := bufio.NewReaderSize(io.TeeReader(body, kept), ingestBuffer)
-		dec, err := decompressor(nn.Compression, src)
+		// The decoder's memory comes out of the budget shared by concurrent uploads.
+		mem := c.opts.DecoderMemory.Reserve()
+		defer mem.Release()
+		need := func(n int64) error { return mem.Need(ctx, n) }
+		dec, err := NewDecoder(nn.Compression, src, MaxNarWindow, need)
 		if err != nil {
+			if membudget.IsBusy(err) || errors.As(err, new(*membudget.TooLargeError)) {
+				return fmt.Errorf("%s: %w", nn.Name, err)
+			}
 			return inputErr("Compression", "%s: %w", nn.Name, err)
 		}
 		defer dec.Close()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/andybalholm/brotli"
+	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/cached-dev/cached/internal/signing"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -32,6 +33,9 @@ type Options struct {
 	// MaxNarSize bounds an uploaded NAR's decompressed size, in bytes (0: no bound). Past it the
 	// upload fails with a *NarTooLargeError and nothing is stored.
 	MaxNarSize int64
+	// DecoderMemory, when not nil, is the memory budget that the decoders of concurrent uploads
+	// reserve what their streams declare from before decoding (package membudget).
+	DecoderMemory *membudget.Budget
 	// UploadKeys, when not empty, makes every uploaded narinfo need a valid signature by one of
 	// them (--require-upload-sigs): only paths a trusted builder signed get in.
 	UploadKeys []signing.PublicKey

@@ -444,12 +444,19 @@ func TestAbortedNarUploadLeavesNothing(t *testing.T) {
 // CRC fixed): a few bytes that would make a decoder allocate 3 GiB.
 func hugeDictXZ(t *testing.T, file []byte) []byte {
 	t.Helper()
+	return xzWithDict(t, file, 39)
+}
+
+// xzWithDict returns an xz file whose first block header declares the LZMA2 dictionary of
+// properties byte p (28: 64 MiB, 30: 128 MiB, 39: 3 GiB), its CRC fixed.
+func xzWithDict(t *testing.T, file []byte, p byte) []byte {
+	t.Helper()
 	f := append([]byte{}, file...)
 	h := f[12:]
 	size := (int(h[0]) + 1) * 4
 	for i := 2; i+2 < size-4; i++ {
 		if h[i] == 0x21 && h[i+1] == 0x01 { // LZMA2 filter, one byte of properties
-			h[i+2] = 39
+			h[i+2] = p
 			crc := crc32.ChecksumIEEE(h[:size-4])
 			binary.LittleEndian.PutUint32(h[size-4:], crc)
 			return f
