@@ -78,10 +78,10 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		defer mem.Release()
 		need := func(n int64) error { return mem.Need(ctx, n) }
 		dec, err := NewDecoder(nn.Compression, src, MaxNarWindow, need)
+		if lerr := limitErr(err); lerr != nil {
+			return fmt.Errorf("%s: %w", nn.Name, lerr)
+		}
 		if err != nil {
-			if membudget.IsBusy(err) || errors.As(err, new(*membudget.TooLargeError)) {
-				return fmt.Errorf("%s: %w", nn.Name, err)
-			}
 			return inputErr("Compression", "%s: %w", nn.Name, err)
 		}
 		defer dec.Close()
@@ -94,8 +94,8 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 			narIn = &narLimit{r: dec, left: c.opts.MaxNarSize, limit: c.opts.MaxNarSize}
 		}
 		narSize, err = nar.Check(io.TeeReader(narIn, sink))
-		if tooLarge := (*NarTooLargeError)(nil); errors.As(err, &tooLarge) {
-			return fmt.Errorf("%s: %w", nn.Name, tooLarge)
+		if lerr := limitErr(err); lerr != nil {
+			return fmt.Errorf("%s: %w", nn.Name, lerr)
 		}
 		if err != nil {
 			// Wrapped, so that a body over the size limit or a stalled one still reads as that.
@@ -159,6 +159,28 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		res.stored.FileSize = uint64(uploaded.n)
 	}
 	return res, nil
+}
+
+// limitErr is the limit an upload ran into, found in err: the decompressed size
+// (*NarTooLargeError) or the decoder memory budget (*membudget.BusyError, TooLargeError). Not a
+// fault of the NAR: the answer names the limit, not the NAR.
+func limitErr(err error) error {
+	var (
+		tooLarge *NarTooLargeError
+		busy     *membudget.BusyError
+		never    *membudget.TooLargeError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &tooLarge):
+		return tooLarge
+	case errors.As(err, &busy):
+		return busy
+	case errors.As(err, &never):
+		return never
+	}
+	return nil
 }
 
 // errStoreStopped ends the pipe to the store when the store gave up reading it.
