@@ -11,7 +11,8 @@ import (
 const MinDefault = 256 << 20
 
 // DefaultSize is a quarter of the memory this process may use, its cgroup's memory.max (cgroup
-// v2, the tightest of its ancestors) or else the machine's MemTotal, and at least MinDefault.
+// v2, the tightest of its ancestors) or else the machine's MemTotal, in whole MiB, and at least
+// MinDefault.
 func DefaultSize() int64 {
 	limit := int64(0)
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
@@ -25,7 +26,7 @@ func DefaultSize() int64 {
 			limit = c
 		}
 	}
-	return max(limit/4, MinDefault)
+	return max(limit/4&^(1<<20-1), MinDefault) // whole MiB, for the log
 }
 
 // memTotal is MemTotal in bytes from /proc/meminfo's text, 0 if absent.
