@@ -24,7 +24,7 @@ buildGoModule {
 
   # NAR hash of the directory `go mod vendor` writes. nix/nix_test.go recomputes it from
   # go.mod/go.sum and fails with the new value when it is stale.
-  vendorHash = "sha256-6FDglhlJd6WGsaBWJ/40+CpwahbCZT63bAiau/0jqe4=";
+  vendorHash = "sha256-uYH+KEAiEKs1YxBhVmJYTK0BeVeWEO7LwHbzl+x0Jr8=";
 
   subPackages = [ "cmd/cached" ];
 

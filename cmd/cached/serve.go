@@ -17,6 +17,7 @@ import (
 
 	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/cache"
+	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/cached-dev/cached/internal/server"
 	"github.com/cached-dev/cached/internal/signing"
 )
@@ -29,7 +30,9 @@ type serveCmd struct {
 	PublicURL         string        `help:"URL clients use to reach this cache, shown in the printed nix.conf lines and the landing page (default http://LISTEN)."`
 	Priority          int           `help:"Priority announced in nix-cache-info; lower wins among substituters." default:"40"`
 	MaxUploadSize     byteSize      `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
+	MaxNarSize        byteSize      `help:"Largest NAR accepted once decompressed (a small compressed upload may expand to far more); over it 413, nothing stored." default:"64GiB"`
 	MaxMetaSize       byteSize      `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
+	DecoderMemory     byteSize      `help:"Memory the decoders of concurrent uploads may reserve together (the xz dictionaries and zstd or brotli windows their streams declare); an upload that does not fit waits up to 10s, then gets 503 with Retry-After, one that never could gets 413. 0: a quarter of the cgroup's memory.max or of the machine's memory, at least 256MiB." default:"0"`
 	ShutdownTimeout   time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
 	StoreCompression  string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
 	ZstdLevel         int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
@@ -48,6 +51,10 @@ type serveCmd struct {
 	FastPath          bool          `help:"Answer plain HTTP/1.1 GET and HEAD requests for narinfos and for whole NARs on the disk backend without net/http's per-request work (same answers, logs and metrics); anything else on a connection goes to net/http. Not used with --tls-cert or --private." default:"true" negatable:""`
 	PprofListen       string        `help:"Serve Go's profiling endpoints (/debug/pprof/) on this separate address, e.g. 127.0.0.1:6060; off when empty. Never expose it publicly." placeholder:"ADDR"`
 }
+
+// decoderMemoryWait is how long an upload waits for room in the decoder memory budget before
+// it gets 503: long enough for a burst to pass, short of nix's patience.
+const decoderMemoryWait = 10 * time.Second
 
 func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -79,10 +86,16 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return fmt.Errorf("--tls-cert and --tls-key go together")
 	}
+	decoderMemory := int64(c.DecoderMemory)
+	if decoderMemory == 0 {
+		decoderMemory = membudget.DefaultSize()
+	}
+	budget := membudget.New(decoderMemory, decoderMemoryWait)
 	shared := c.Backend == "s3" // replicas may share the bucket
 	st, err := c.open(ctx, log, cache.Options{
 		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel, Recompressions: c.Recompressions,
-		ReadThrough: shared, NegativeTTL: c.NegativeTTL, UploadKeys: uploadKeys,
+		ReadThrough: shared, NegativeTTL: c.NegativeTTL, UploadKeys: uploadKeys, MaxNarSize: int64(c.MaxNarSize),
+		DecoderMemory: budget,
 	})
 	if err != nil {
 		return err
@@ -112,10 +125,19 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		}
 		log.Info("reindex done", "narinfos", stats.NarInfos, "invalid", stats.Invalid, "removed", stats.Removed)
 	}
-	if n, err := st.cache.CleanStaging(ctx, time.Hour); err != nil {
-		return fmt.Errorf("cleaning staged uploads: %w", err)
-	} else if n > 0 {
-		log.Info("removed stale staged uploads", "count", n)
+	// The index lock is held: on the disk backend nothing else writes to the store, so every
+	// staged upload and temporary file is left by a process that died mid-upload. Replicas on
+	// one bucket may be uploading: there, only staged uploads older than an hour go.
+	stagingAge := time.Duration(0)
+	if shared {
+		stagingAge = time.Hour
+	}
+	removed, err := st.cache.RemoveLeftovers(ctx, stagingAge)
+	for _, fi := range removed {
+		log.Info("removed a partial upload left by an earlier run", "file", fi.Name, "size", fi.Size, "modified", fi.ModTime.UTC().Format(time.RFC3339))
+	}
+	if err != nil {
+		return fmt.Errorf("removing partial uploads left by an earlier run: %w", err)
 	}
 	if err := st.index.SetDirty(true); err != nil {
 		return err
@@ -167,6 +189,7 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		UploadTokens:    tokens,
 		MaxUploadSize:   int64(c.MaxUploadSize),
 		MaxMetaSize:     int64(c.MaxMetaSize),
+		DecoderMemory:   budget,
 		Priority:        c.Priority,
 		PublicURL:       c.PublicURL,
 	}
@@ -189,7 +212,7 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	if adminCreated {
 		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", adminPath)
 	}
-	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKeys", publicKeys(st.keys))
+	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKeys", publicKeys(st.keys), "decoderMemory", byteSize(decoderMemory).String())
 
 	if c.PprofListen != "" {
 		pln, err := net.Listen("tcp", c.PprofListen)

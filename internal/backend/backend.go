@@ -59,6 +59,17 @@ type Backend interface {
 	Close() error
 }
 
+// Temps is implemented by backends that write through temporary files kept apart from the
+// objects (the disk backend's .tmp): a process that dies mid-write leaves them behind, and List
+// never shows them.
+type Temps interface {
+	// Temps lists the temporary files, writes in progress included.
+	Temps(ctx context.Context) ([]FileInfo, error)
+	// RemoveTemp removes one that Temps listed; removing a missing one is not an error. Only
+	// safe when no write can be in flight.
+	RemoveTemp(ctx context.Context, name string) error
+}
+
 // Mover is implemented by backends that can give an object a new name without sending its bytes
 // again (a rename on disk, a server-side copy on S3). The object appears under to only complete;
 // from is gone afterwards. Backends without it are moved by copying through the client.

@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"io"
 )
 
 // ErrNotFound means the cache does not hold what was asked for.
@@ -23,4 +24,35 @@ func (e *InputError) Unwrap() error { return e.Err }
 
 func inputErr(field, format string, a ...any) error {
 	return &InputError{Field: field, Err: fmt.Errorf(format, a...)}
+}
+
+// NarTooLargeError refuses an upload whose NAR, decompressed, is larger than Options.MaxNarSize:
+// a small compressed file may expand to gigabytes (a decompression bomb).
+type NarTooLargeError struct {
+	Limit int64 // bytes
+}
+
+func (e *NarTooLargeError) Error() string {
+	return fmt.Sprintf("the decompressed NAR is larger than the limit of %d bytes", e.Limit)
+}
+
+// narLimit reads a decompressed NAR and fails with a *NarTooLargeError past limit bytes.
+type narLimit struct {
+	r     io.Reader
+	left  int64 // bytes still allowed
+	limit int64
+}
+
+func (l *narLimit) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return 0, &NarTooLargeError{Limit: l.limit}
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	if l.left -= int64(n); l.left < 0 {
+		return n + int(l.left), &NarTooLargeError{Limit: l.limit}
+	}
+	return n, err
 }

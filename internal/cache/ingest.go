@@ -15,6 +15,7 @@ import (
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/cached-dev/cached/internal/nar"
 	"github.com/cached-dev/cached/internal/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -72,7 +73,14 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 			}()
 		}
 		src := bufio.NewReaderSize(io.TeeReader(body, kept), ingestBuffer)
-		dec, err := decompressor(nn.Compression, src)
+		// The decoder's memory comes out of the budget shared by concurrent uploads.
+		mem := c.opts.DecoderMemory.Reserve()
+		defer mem.Release()
+		need := func(n int64) error { return mem.Need(ctx, n) }
+		dec, err := NewDecoder(nn.Compression, src, MaxNarWindow, need)
+		if lerr := limitErr(err); lerr != nil {
+			return fmt.Errorf("%s: %w", nn.Name, lerr)
+		}
 		if err != nil {
 			return inputErr("Compression", "%s: %w", nn.Name, err)
 		}
@@ -81,7 +89,14 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		if enc != nil {
 			sink = io.MultiWriter(narH, enc)
 		}
-		narSize, err = nar.Check(io.TeeReader(dec, sink))
+		narIn := io.Reader(dec)
+		if c.opts.MaxNarSize > 0 {
+			narIn = &narLimit{r: dec, left: c.opts.MaxNarSize, limit: c.opts.MaxNarSize}
+		}
+		narSize, err = nar.Check(io.TeeReader(narIn, sink))
+		if lerr := limitErr(err); lerr != nil {
+			return fmt.Errorf("%s: %w", nn.Name, lerr)
+		}
 		if err != nil {
 			// Wrapped, so that a body over the size limit or a stalled one still reads as that.
 			return inputErr("NAR", "%s is not a valid %s-compressed NAR: %w", nn.Name, nn.Compression, err)
@@ -144,6 +159,28 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		res.stored.FileSize = uint64(uploaded.n)
 	}
 	return res, nil
+}
+
+// limitErr is the limit an upload ran into, found in err: the decompressed size
+// (*NarTooLargeError) or the decoder memory budget (*membudget.BusyError, TooLargeError). Not a
+// fault of the NAR: the answer names the limit, not the NAR.
+func limitErr(err error) error {
+	var (
+		tooLarge *NarTooLargeError
+		busy     *membudget.BusyError
+		never    *membudget.TooLargeError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &tooLarge):
+		return tooLarge
+	case errors.As(err, &busy):
+		return busy
+	case errors.As(err, &never):
+		return never
+	}
+	return nil
 }
 
 // errStoreStopped ends the pipe to the store when the store gave up reading it.
@@ -355,6 +392,45 @@ func (c *Cache) CleanStaging(ctx context.Context, olderThan time.Duration) (int,
 		}
 	}
 	return n, nil
+}
+
+// RemoveLeftovers removes what writes that never finished left behind: staged uploads older than
+// stagingAge, and every temporary file of a backend that has them (disk). Only for start-up,
+// once the index lock is held: no write of this cache can be in flight then. It returns what it
+// removed.
+func (c *Cache) RemoveLeftovers(ctx context.Context, stagingAge time.Duration) ([]backend.FileInfo, error) {
+	var left []backend.FileInfo
+	err := c.backend.List(ctx, StagingPrefix, func(fi backend.FileInfo) error {
+		if time.Since(fi.ModTime) >= stagingAge {
+			left = append(left, fi)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var removed []backend.FileInfo
+	for _, fi := range left {
+		if err := c.backend.Remove(ctx, fi.Name); err != nil && !errors.Is(err, backend.ErrNotExist) {
+			return removed, fmt.Errorf("remove %s: %w", fi.Name, err)
+		}
+		removed = append(removed, fi)
+	}
+	temps, ok := c.backend.(backend.Temps)
+	if !ok {
+		return removed, nil
+	}
+	files, err := temps.Temps(ctx)
+	if err != nil {
+		return removed, err
+	}
+	for _, fi := range files {
+		if err := temps.RemoveTemp(ctx, fi.Name); err != nil {
+			return removed, fmt.Errorf("remove %s: %w", fi.Name, err)
+		}
+		removed = append(removed, fi)
+	}
+	return removed, nil
 }
 
 // move renames an object, through the backend's Mover if it has one.

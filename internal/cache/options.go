@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/andybalholm/brotli"
+	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/cached-dev/cached/internal/signing"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -29,6 +30,12 @@ type Options struct {
 	// Recompressions bounds how many NARs are recompressed at once for clients that ask for one
 	// under its uploaded name (OpenUploaded); others wait their turn. 0 means GOMAXPROCS.
 	Recompressions int
+	// MaxNarSize bounds an uploaded NAR's decompressed size, in bytes (0: no bound). Past it the
+	// upload fails with a *NarTooLargeError and nothing is stored.
+	MaxNarSize int64
+	// DecoderMemory, when not nil, is the memory budget that the decoders of concurrent uploads
+	// reserve what their streams declare from before decoding (package membudget).
+	DecoderMemory *membudget.Budget
 	// UploadKeys, when not empty, makes every uploaded narinfo need a valid signature by one of
 	// them (--require-upload-sigs): only paths a trusted builder signed get in.
 	UploadKeys []signing.PublicKey
@@ -42,6 +49,9 @@ func (o Options) validate() error {
 	}
 	if o.ZstdLevel < 0 || o.ZstdLevel > 22 {
 		return fmt.Errorf("zstd level %d: want 1..22", o.ZstdLevel)
+	}
+	if o.MaxNarSize < 0 {
+		return fmt.Errorf("max NAR size %d: want 0 (no limit) or more", o.MaxNarSize)
 	}
 	if o.Recompressions < 0 {
 		return fmt.Errorf("recompressions %d: want 0 (one per CPU) or more", o.Recompressions)

@@ -66,6 +66,7 @@ type VerifyReport struct {
 	NotIndexed  int `json:"notIndexed"`  // narinfos in the backend that the index does not have
 	Unsigned    int `json:"unsigned"`    // narinfos without a valid signature by the server's key
 	Orphans     int `json:"orphans"`     // NARs no narinfo names and staged uploads, past the grace period
+	Leftovers   int `json:"leftovers"`   // temporary files of writes that never finished (disk), past the grace period
 
 	Quarantined     int `json:"quarantined"`     // objects moved under quarantine/
 	NarInfosDeleted int `json:"narInfosDeleted"` // narinfos deleted with a quarantined or missing NAR
@@ -73,7 +74,7 @@ type VerifyReport struct {
 }
 
 func (r *VerifyReport) total() int {
-	return r.Corrupt + r.Missing + r.BadNarInfos + r.NotIndexed + r.Unsigned + r.Orphans
+	return r.Corrupt + r.Missing + r.BadNarInfos + r.NotIndexed + r.Unsigned + r.Orphans + r.Leftovers
 }
 
 // progressEvery is how often hashing reports how far it got.
@@ -263,6 +264,21 @@ func (v *verifier) run(ctx context.Context) error {
 		if time.Since(fi.ModTime) >= v.opts.Grace {
 			v.problem(&v.rep.Orphans, "orphan %s: staged upload left since %s", fi.Name, fi.ModTime.UTC().Format(time.RFC3339))
 			v.orphans = append(v.orphans, fi)
+		}
+	}
+
+	// Temporary files of writes that never finished (a crash): cached serve removes them when
+	// it starts; younger ones may be uploads in progress.
+	if temps, ok := v.c.backend.(backend.Temps); ok {
+		files, err := temps.Temps(ctx)
+		if err != nil {
+			v.failure("listing temporary files: %v", err)
+		}
+		slices.SortFunc(files, func(a, b backend.FileInfo) int { return strings.Compare(a.Name, b.Name) })
+		for _, fi := range files {
+			if time.Since(fi.ModTime) >= v.opts.Grace {
+				v.problem(&v.rep.Leftovers, "leftover %s: a partial write (%s) left since %s; cached serve removes it when it starts", fi.Name, humanize.IBytes(uint64(fi.Size)), fi.ModTime.UTC().Format(time.RFC3339))
+			}
 		}
 	}
 
@@ -486,7 +502,7 @@ func (v *verifier) summarise() {
 	for _, k := range []struct {
 		n    int
 		what string
-	}{{r.Corrupt, "corrupt"}, {r.Missing, "missing"}, {r.BadNarInfos, "bad narinfos"}, {r.NotIndexed, "not indexed"}, {r.Unsigned, "unsigned"}, {r.Orphans, "orphans"}} {
+	}{{r.Corrupt, "corrupt"}, {r.Missing, "missing"}, {r.BadNarInfos, "bad narinfos"}, {r.NotIndexed, "not indexed"}, {r.Unsigned, "unsigned"}, {r.Orphans, "orphans"}, {r.Leftovers, "leftovers"}} {
 		if k.n > 0 {
 			kinds = append(kinds, fmt.Sprintf("%d %s", k.n, k.what))
 		}

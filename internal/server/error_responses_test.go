@@ -15,9 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/ulikunitz/xz"
 )
+
+// testMaxNar is the decompressed NAR size limit of the refusal tests (--max-nar-size).
+const testMaxNar = 8 << 20
 
 // refusal is one upload the server must refuse.
 type refusal struct {
@@ -153,6 +158,18 @@ func TestUploadRefusals(t *testing.T) {
 				return tc.put(t, u.NarPath, u.File), []string{u.NarPath}
 			},
 		},
+		{
+			name: "zstd bomb over MaxNarSize", status: http.StatusRequestEntityTooLarge, fields: []string{"limit of 8.0 MiB once decompressed (--max-nar-size)"},
+			send: func(t *testing.T, tc *testCache) (*response, []string) {
+				// 64 MiB of zeros: a valid NAR, a few KiB compressed.
+				zeros := string(make([]byte, 64<<20))
+				u := newUploadNAR(t, "bomb", "zstd", handNAR("nix-archive-1", "(", "type", "regular", "contents", zeros, ")"))
+				if len(u.File) > 64<<10 {
+					t.Fatalf("the bomb is %d bytes compressed", len(u.File))
+				}
+				return tc.put(t, u.NarPath, u.File), []string{u.NarPath}
+			},
+		},
 
 		// narinfo uploads, after an accepted NAR.
 		narinfoRefusal("wrong NarHash", "NarHash", func(u *upload) { u.Info.NarHash = sha256Hash([]byte("other")) }),
@@ -235,6 +252,22 @@ func TestUploadRefusals(t *testing.T) {
 			},
 		},
 		{
+			name: "xz NAR of 16-byte blocks each declaring a 128 MiB dictionary", status: http.StatusBadRequest, fields: []string{"too costly"},
+			send: func(t *testing.T, tc *testCache) (*response, []string) {
+				u := newUpload(t, "xz-tiny-blocks-nar", "xz")
+				u.withFile(tinyBlocksXZ(t, u.NAR, 30))
+				return tc.put(t, u.NarPath, u.File), []string{u.NarPath}
+			},
+		},
+		{
+			name: "narinfo with Content-Encoding xz of 16-byte blocks each declaring a 64 MiB dictionary", status: http.StatusBadRequest, fields: []string{"too costly"},
+			send: func(t *testing.T, tc *testCache) (*response, []string) {
+				u := newUpload(t, "xz-tiny-blocks-narinfo", "xz")
+				mustStatus(t, "PUT nar", tc.put(t, u.NarPath, u.File), http.StatusOK)
+				return tc.put(t, u.NarInfoPath(), tinyBlocksXZ(t, u.Text(), 28), withHeader("Content-Encoding", "xz")), []string{u.NarInfoPath()}
+			},
+		},
+		{
 			name: "xz NAR declaring a 3 GiB dictionary", status: http.StatusBadRequest, fields: []string{"dictionary"},
 			send: func(t *testing.T, tc *testCache) (*response, []string) {
 				u := newUpload(t, "xz-dict-nar", "xz")
@@ -267,7 +300,7 @@ func TestUploadRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tc := newTestCache(t)
+			tc := newTestCacheWith(t, cache.Options{MaxNarSize: testMaxNar}, nil)
 			before := tc.files(t)
 			r, absent := tt.send(t, tc)
 			if r.Status >= 500 {
@@ -428,17 +461,64 @@ func TestAbortedNarUploadLeavesNothing(t *testing.T) {
 // CRC fixed): a few bytes that would make a decoder allocate 3 GiB.
 func hugeDictXZ(t *testing.T, file []byte) []byte {
 	t.Helper()
+	return xzWithDict(t, file, 39)
+}
+
+// tinyBlocksXZ compresses data into xz blocks of 16 bytes that each declare the dictionary of
+// properties byte p (30: 128 MiB), as xz -T1 --block-size=16 --lzma2=preset=0,dict=128MiB
+// writes them: a decoder that allocates each block's dictionary allocates 128 MiB per 16 bytes.
+// (Written with 4 KiB dictionaries, then declared larger: no block refers back further than 16
+// bytes.)
+func tinyBlocksXZ(t *testing.T, data []byte, p byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := xz.WriterConfig{BlockSize: 16, DictCap: 4096}.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(data)
+	w.Close()
+	f := buf.Bytes()
+	// The index (before the 12-byte footer, its size there) gives each block's unpadded size.
+	index := f[len(f)-12-(int(binary.LittleEndian.Uint32(f[len(f)-8:]))+1)*4:][1:]
+	varint := func() int {
+		v, n := binary.Uvarint(index)
+		index = index[n:]
+		return int(v)
+	}
+	off, blocks := 12, varint()
+	for range blocks {
+		unpadded, _ := varint(), varint()
+		setBlockDict(t, f[off:], p)
+		off += (unpadded + 3) &^ 3
+	}
+	if blocks < 3 {
+		t.Fatalf("%d blocks", blocks)
+	}
+	return f
+}
+
+// xzWithDict returns an xz file whose first block header declares the LZMA2 dictionary of
+// properties byte p (28: 64 MiB, 30: 128 MiB, 39: 3 GiB), its CRC fixed.
+func xzWithDict(t *testing.T, file []byte, p byte) []byte {
+	t.Helper()
 	f := append([]byte{}, file...)
-	h := f[12:]
+	setBlockDict(t, f[12:], p)
+	return f
+}
+
+// setBlockDict sets the LZMA2 dictionary of the block header at the start of h to properties
+// byte p, and fixes the header's CRC.
+func setBlockDict(t *testing.T, h []byte, p byte) {
+	t.Helper()
 	size := (int(h[0]) + 1) * 4
 	for i := 2; i+2 < size-4; i++ {
 		if h[i] == 0x21 && h[i+1] == 0x01 { // LZMA2 filter, one byte of properties
-			h[i+2] = 39
+			h[i+2] = p
 			crc := crc32.ChecksumIEEE(h[:size-4])
 			binary.LittleEndian.PutUint32(h[size-4:], crc)
-			return f
+			return
 		}
 	}
-	t.Fatal("no LZMA2 filter in the first block header")
-	return nil
+	t.Fatal("no LZMA2 filter in the block header")
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cached-dev/cached/internal/cache"
+	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -373,3 +374,16 @@ func routeLabel(pattern string) string {
 
 // isNarInfoPath reports whether a request path names a narinfo.
 func isNarInfoPath(p string) bool { return strings.HasSuffix(p, ".narinfo") }
+
+// registerDecoderMemory serves the decoder memory budget and what uploads hold of it.
+func (m *Metrics) registerDecoderMemory(b *membudget.Budget) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cached_decoder_memory_budget_bytes",
+			Help: "Memory the decoders of concurrent uploads may reserve together (--decoder-memory).",
+		}, func() float64 { return float64(b.Size()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cached_decoder_memory_reserved_bytes",
+			Help: "Memory the decoders of uploads in progress have reserved (dictionaries and windows their streams declare).",
+		}, func() float64 { return float64(b.Reserved()) }))
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/dustin/go-humanize"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -47,6 +48,9 @@ type Config struct {
 	MaxUploadSize int64
 	// MaxMetaSize bounds narinfo, listing, log and realisation bodies, in bytes, after decoding.
 	MaxMetaSize int64
+	// DecoderMemory is the memory budget of the decoders of compressed upload bodies, shared
+	// with the cache's NAR uploads (nil: no budget).
+	DecoderMemory *membudget.Budget
 	// Priority is announced in nix-cache-info (lower wins among substituters).
 	Priority int
 	// PublicURL is shown on the landing page; empty means "derive from the request".
@@ -83,6 +87,9 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, cache: cfg.Cache, log: cfg.Log, tokens: tokens, hdr: newCacheHeaders(cfg.Private)}
 	s.obs = newObservability(cfg.Cache)
+	if cfg.DecoderMemory != nil {
+		s.obs.metrics.registerDecoderMemory(cfg.DecoderMemory)
+	}
 	r := chi.NewRouter()
 	// GetHead answers HEAD with the GET handler; net/http drops the body.
 	r.Use(s.logRequests, s.recoverPanics, rejectHostilePaths, s.guardWrites, middleware.GetHead)
@@ -129,11 +136,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.Se
 // writeError maps an error to a status code: the one place that does.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		ie      *cache.InputError
-		tooBig  *http.MaxBytesError
-		stalled *stalledError
-		status  int
-		message string
+		ie        *cache.InputError
+		tooBig    *http.MaxBytesError
+		narTooBig *cache.NarTooLargeError
+		memTooBig *membudget.TooLargeError
+		memBusy   *membudget.BusyError
+		stalled   *stalledError
+		status    int
+		message   string
 	)
 	switch {
 	case errors.As(err, &tooBig):
@@ -144,6 +154,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		case !strings.HasPrefix(r.URL.Path, "/_cached/"):
 			message += " after decoding (--max-meta-size)"
 		}
+	case errors.As(err, &memTooBig):
+		status, message = http.StatusRequestEntityTooLarge, memTooBig.Error()+" (--decoder-memory); nothing was stored"
+	case errors.As(err, &memBusy):
+		status, message = http.StatusServiceUnavailable, memBusy.Error()+" (--decoder-memory); nothing was stored, try again"
+		w.Header().Set("Retry-After", "5")
+	case errors.As(err, &narTooBig):
+		status, message = http.StatusRequestEntityTooLarge, "NAR larger than the limit of "+humanize.IBytes(uint64(narTooBig.Limit))+" once decompressed (--max-nar-size); nothing was stored"
 	case errors.As(err, &stalled):
 		status, message = http.StatusRequestTimeout, stalled.Error()
 	case errors.As(err, &ie):

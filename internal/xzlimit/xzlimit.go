@@ -1,16 +1,32 @@
-// Package xzlimit bounds the memory an xz stream can make its decoder take. An LZMA2 decoder
-// allocates the dictionary that each block header declares, up to 4 GiB, and
-// github.com/ulikunitz/xz takes that size as given: a 64-byte upload could make the server
-// allocate 3 GiB. NewReader opens an xz stream through a reader that follows the container's
-// structure (stream headers, block headers, LZMA2 chunk headers, index, footer) as the bytes go
-// by, without decoding anything, and fails before a block header that declares a larger
-// dictionary than allowed reaches the decoder. It does not check CRCs or decode data: the decoder
-// still does that.
+// Package xzlimit bounds the memory and the allocation work an xz stream can make its decoder
+// take. github.com/ulikunitz/xz allocates, for every block, the whole dictionary its header
+// declares (up to 4 GiB), and for every LZMA2 chunk that resets its properties, fresh
+// probability tables (up to 6 MiB with lc=8, lp=4, which LZMA2 forbids but the decoder takes):
+// a 64-byte upload could make the server allocate 3 GiB, and 40 KB of tiny blocks declaring
+// 128 MiB each, 130 GB one after another. NewReader opens an xz stream through a reader that
+// follows the container's structure (stream headers, block headers, LZMA2 chunk headers, index,
+// footer) as the bytes go by, without decoding anything, and:
+//   - refuses a block header that declares a larger dictionary than allowed;
+//   - shrinks the dictionary of a block whose header declares its uncompressed size to that size
+//     (a block cannot refer back further than what it produces), rewriting the header and its
+//     CRC32 before the decoder sees it;
+//   - refuses LZMA2 properties with lc + lp > 4;
+//   - counts what the decoder will allocate (dictionaries, state tables) against the bytes the
+//     chunks decode to, and refuses the stream once the allocations exceed one dictionary,
+//     plus Allowance, plus PerByte bytes per decoded byte: normal streams (big blocks, one
+//     properties reset per block) stay far below that, and a stream of tiny blocks is refused
+//     after the second one that declares a big dictionary, or a few hundred small ones.
+//
+// It does not check data CRCs or decode anything: the decoder still does that, and it fails on
+// a chunk that does not decode to the size its header declares, so the counts hold by the time
+// the next allocation happens.
 package xzlimit
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 
 	"github.com/ulikunitz/xz"
@@ -20,14 +36,56 @@ import (
 // xz's presets; Nix compresses with xz's default preset (8 MiB).
 const DefaultMaxDict = 64 << 20
 
-// ErrDictTooLarge is returned (wrapped) for a block that declares a larger dictionary than
-// allowed.
-var ErrDictTooLarge = errors.New("xz dictionary too large")
+const (
+	// Allowance is what the decoder may allocate beyond its largest dictionary before
+	// PerByte applies: a second default (8 MiB) dictionary, as two small streams one after the
+	// other need, and the state tables of a few hundred small blocks.
+	Allowance = 16 << 20
+	// PerByte is how many bytes the decoder may allocate per byte it decodes, beyond its
+	// largest dictionary and Allowance. Clearing that much memory costs less CPU than decoding
+	// the byte; github.com/ulikunitz/xz's writer with 256 KiB blocks and an 8 MiB dictionary
+	// needs 32.
+	PerByte = 64
+
+	// What the decoder allocates besides a block's dictionary, as measured with
+	// github.com/ulikunitz/xz v0.5 (TestChargesCoverAllocations), rounded up.
+	streamCost = 4 << 10  // a stream reader, its header, index and hash
+	blockCost  = 8 << 10  // a block reader, LZMA2 reader, check hash
+	stateCost  = 40 << 10 // LZMA state tables of a properties reset (lc + lp ≤ 4)
+
+	// Overhead is what a decoder needs at once besides its dictionary (Config.Need).
+	Overhead = streamCost + blockCost + stateCost + 64<<10
+)
+
+var (
+	// ErrDictTooLarge is returned (wrapped) for a block that declares a larger dictionary than
+	// allowed.
+	ErrDictTooLarge = errors.New("xz dictionary too large")
+	// ErrTooCostly is returned (wrapped) for a stream whose decoding would allocate more than
+	// its largest dictionary, Allowance and PerByte bytes per decoded byte (tiny blocks, or
+	// properties reset in tiny chunks).
+	ErrTooCostly = errors.New("xz stream too costly to decode")
+)
+
+// Config says what a stream may make its decoder take.
+type Config struct {
+	// MaxDict is the largest dictionary a block may declare, in bytes.
+	MaxDict int64
+	// Need, when set, is called before the decoder allocates for a block whose dictionary is
+	// larger than any before, with what the decoder then needs at once (the dictionary plus
+	// Overhead); an error from it refuses the stream there.
+	Need func(bytes int64) error
+}
 
 // NewReader returns a decoder of the xz stream(s) in r that refuses a block declaring a
 // dictionary larger than maxDict bytes.
 func NewReader(r io.Reader, maxDict int64) (io.Reader, error) {
-	return xz.NewReader(&guard{r: r, maxDict: maxDict})
+	return Config{MaxDict: maxDict}.NewReader(r)
+}
+
+// NewReader returns a decoder of the xz stream(s) in r, bounded as c says.
+func (c Config) NewReader(r io.Reader) (io.Reader, error) {
+	return xz.NewReader(&guard{r: r, cfg: c, in: make([]byte, 16<<10)})
 }
 
 type state int
@@ -44,11 +102,17 @@ const (
 	stStreamPadding              // zero bytes between streams
 )
 
-// guard follows the structure of the bytes read through it.
+// guard follows the structure of the bytes read through it. It holds each block header back
+// until it is whole, to check it and perhaps rewrite it, and passes everything else on.
 type guard struct {
-	r       io.Reader
-	maxDict int64
-	err     error
+	r   io.Reader
+	cfg Config
+	err error // returned once what comes before it has been passed on
+
+	in       []byte // bytes read from r, from pos to end not yet looked at
+	pos, end int
+	rerr     error  // r's error after those bytes
+	out      []byte // a block header, checked, waiting to be passed on
 
 	st    state
 	buf   []byte // the header being collected
@@ -59,6 +123,10 @@ type guard struct {
 
 	blockLen int64 // bytes of the current block so far (for its padding)
 	index    indexState
+
+	decoded   int64 // bytes the LZMA2 chunks seen so far decode to
+	allocated int64 // what the decoder allocates for the structure seen so far
+	largest   int64 // the largest dictionary so far
 }
 
 // indexState follows the index: indicator, record count, records (two varints each), padding
@@ -73,73 +141,104 @@ type indexState struct {
 }
 
 func (g *guard) Read(p []byte) (int, error) {
-	if g.err != nil {
-		return 0, g.err
+	if len(p) == 0 {
+		return 0, nil
 	}
-	n, err := g.r.Read(p)
-	for i := 0; i < n; i++ {
-		if g.st == stSkip { // payload: passed in bulk
-			k := min(g.skip, int64(n-i))
-			g.skip -= k
-			i += int(k) - 1
-			if g.skip == 0 {
-				g.st = g.after
+	for {
+		if len(g.out) > 0 {
+			n := copy(p, g.out)
+			g.out = g.out[n:]
+			return n, nil
+		}
+		if g.err != nil {
+			return 0, g.err
+		}
+		if g.pos == g.end {
+			if g.rerr != nil {
+				g.err = g.rerr
+				if g.err == io.EOF && g.st != stStreamPadding {
+					// The decoder takes an end of input where a block could start as the end
+					// of the stream, index and footer missing: only the end of a whole stream
+					// may end the input.
+					g.err = fmt.Errorf("xz: %w: the input ends before the end of its stream (no index and footer)", io.ErrUnexpectedEOF)
+				}
+				continue
 			}
+			n, err := g.r.Read(g.in)
+			g.pos, g.end, g.rerr = 0, n, err
 			continue
 		}
-		if e := g.step(p[i]); e != nil {
-			g.err = e
-			// The bytes before the offending one are harmless and the decoder may use them;
-			// the offending header never reaches it whole.
-			if i == 0 {
-				return 0, e
+		n := 0
+		for n < len(p) && g.pos < g.end && len(g.out) == 0 {
+			if g.st == stSkip { // payload: passed in bulk
+				k := int(min(g.skip, int64(g.end-g.pos), int64(len(p)-n)))
+				copy(p[n:], g.in[g.pos:g.pos+k])
+				n += k
+				g.pos += k
+				if g.skip -= int64(k); g.skip == 0 {
+					g.st = g.after
+				}
+				continue
 			}
-			return i, nil
+			b := g.in[g.pos]
+			g.pos++
+			held, err := g.step(b)
+			if err != nil {
+				// The bytes before the offending one are harmless and the decoder may use
+				// them; the offending header never reaches it whole.
+				g.err = err
+				break
+			}
+			if !held {
+				p[n] = b
+				n++
+			}
+		}
+		if n > 0 {
+			return n, nil
 		}
 	}
-	if err == io.EOF && g.st != stStreamPadding {
-		// The decoder takes an end of input where a block could start as the end of the
-		// stream, index and footer missing: only the end of a whole stream may end the input.
-		g.err = fmt.Errorf("xz: %w: the input ends before the end of its stream (no index and footer)", io.ErrUnexpectedEOF)
-		return n, g.err
-	}
-	return n, err
 }
 
 var streamMagic = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
 
-// step takes one byte of the stream.
-func (g *guard) step(b byte) error {
+// step takes one byte of the stream. It reports whether the byte is held back (part of a block
+// header; the whole header goes to g.out once checked).
+func (g *guard) step(b byte) (held bool, err error) {
 	switch g.st {
 	case stStreamHeader:
 		g.buf = append(g.buf, b)
 		if len(g.buf) <= len(streamMagic) && b != streamMagic[len(g.buf)-1] {
-			return errors.New("xz: not an xz stream header")
+			return false, errors.New("xz: not an xz stream header")
 		}
 		if len(g.buf) == 12 {
 			g.check = checkSize(g.buf[7] & 0x0f)
 			g.buf = g.buf[:0]
 			g.st = stBlockStart
+			return false, g.charge(streamCost)
 		}
 	case stBlockStart:
 		if b == 0 {
 			g.index = indexState{len: 1}
 			g.st = stIndex
-			return nil
+			return false, nil
 		}
 		g.buf = append(g.buf[:0], b)
 		g.need = (int(b)+1)*4 - 1
 		g.st = stBlockHeader
+		return true, nil
 	case stBlockHeader:
 		g.buf = append(g.buf, b)
 		if g.need--; g.need == 0 {
 			if err := g.blockHeader(g.buf); err != nil {
-				return err
+				return true, err
 			}
 			g.blockLen = int64(len(g.buf))
-			g.buf = g.buf[:0]
+			g.out = g.buf
+			g.buf = nil
 			g.st = stChunkControl
 		}
+		return true, nil
 	case stChunkControl:
 		g.blockLen++
 		switch {
@@ -158,23 +257,16 @@ func (g *guard) step(b byte) error {
 			}
 			g.st = stChunkHeader
 		default:
-			return fmt.Errorf("xz: invalid LZMA2 chunk control byte 0x%02x", b)
+			return false, fmt.Errorf("xz: invalid LZMA2 chunk control byte 0x%02x", b)
 		}
 	case stChunkHeader:
 		g.blockLen++
 		g.buf = append(g.buf, b)
 		if g.need--; g.need == 0 {
-			var size int64
-			if g.buf[0] < 0x80 {
-				size = int64(g.buf[1])<<8 | int64(g.buf[2]) + 1
-			} else {
-				size = int64(g.buf[3])<<8 | int64(g.buf[4]) + 1
-			}
-			g.blockLen += size
-			g.skipThen(size, stChunkControl)
+			return false, g.chunkHeader(g.buf)
 		}
 	case stIndex:
-		return g.indexByte(b)
+		return false, g.indexByte(b)
 	case stFooter:
 		if g.need--; g.need == 0 {
 			g.st = stStreamPadding
@@ -186,6 +278,32 @@ func (g *guard) step(b byte) error {
 			return g.step(b)
 		}
 	}
+	return false, nil
+}
+
+// chunkHeader takes a whole LZMA2 chunk header (control byte first).
+func (g *guard) chunkHeader(h []byte) error {
+	var packed, unpacked int64
+	if h[0] < 0x80 {
+		unpacked = int64(binary.BigEndian.Uint16(h[1:])) + 1
+		packed = unpacked
+	} else {
+		unpacked = (int64(h[0]&0x1f)<<16 | int64(binary.BigEndian.Uint16(h[1:]))) + 1
+		packed = int64(binary.BigEndian.Uint16(h[3:])) + 1
+	}
+	if h[0] >= 0xc0 { // new properties: the decoder allocates new state tables
+		p := h[5]
+		lc, lp, pb := p%9, p/9%5, p/45
+		if pb > 4 || lc+lp > 4 {
+			return fmt.Errorf("xz: invalid LZMA2 properties 0x%02x (lc %d + lp %d > 4 or pb %d > 4)", p, lc, lp, pb)
+		}
+		if err := g.charge(stateCost); err != nil {
+			return err
+		}
+	}
+	g.decoded += unpacked
+	g.blockLen += packed
+	g.skipThen(packed, stChunkControl)
 	return nil
 }
 
@@ -198,47 +316,90 @@ func (g *guard) skipThen(n int64, next state) {
 	g.skip, g.after, g.st = n, next, stSkip
 }
 
-// blockHeader checks the filter flags of a whole block header (size byte to CRC).
+// charge counts n bytes the decoder will allocate, and refuses the stream if that makes the
+// total more than its largest dictionary, Allowance and PerByte per decoded byte.
+func (g *guard) charge(n int64) error {
+	g.allocated += n
+	if limit := g.largest + Allowance + PerByte*g.decoded; g.allocated > limit {
+		return fmt.Errorf("%w: decoding %d bytes would allocate %d KiB (at most %d bytes per decoded byte beyond one %d KiB dictionary and %d KiB): too many blocks or properties resets for the data",
+			ErrTooCostly, g.decoded, g.allocated>>10, PerByte, g.largest>>10, Allowance>>10)
+	}
+	return nil
+}
+
+// blockHeader checks the whole block header h (size byte to CRC), and shrinks its dictionary to
+// the block's uncompressed size when it declares one.
 func (g *guard) blockHeader(h []byte) error {
 	flags := h[1]
 	if flags&0x3c != 0 {
 		return errors.New("xz: reserved block header flags set")
 	}
-	rest := h[2 : len(h)-4]
+	body := h[:len(h)-4]
+	if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(h[len(h)-4:]) {
+		return errors.New("xz: block header CRC32 mismatch")
+	}
+	rest := body[2:]
 	var err error
 	if flags&0x40 != 0 { // compressed size
 		if _, rest, err = uvarint(rest); err != nil {
 			return err
 		}
 	}
-	if flags&0x80 != 0 { // uncompressed size
-		if _, rest, err = uvarint(rest); err != nil {
+	size := int64(-1) // uncompressed size, if declared
+	if flags&0x80 != 0 {
+		var u uint64
+		if u, rest, err = uvarint(rest); err != nil {
 			return err
 		}
+		size = int64(min(u, 1<<62))
 	}
+	dict := int64(0)
 	for i := 0; i <= int(flags&0x03); i++ {
-		var id, size uint64
+		var id, n uint64
 		if id, rest, err = uvarint(rest); err != nil {
 			return err
 		}
-		if size, rest, err = uvarint(rest); err != nil {
+		if n, rest, err = uvarint(rest); err != nil {
 			return err
 		}
-		if size > uint64(len(rest)) {
+		if n > uint64(len(rest)) {
 			return errors.New("xz: block header filter properties overflow the header")
 		}
-		props := rest[:size]
-		rest = rest[size:]
-		if id == 0x21 { // LZMA2
-			if len(props) != 1 || props[0] > 40 {
-				return errors.New("xz: invalid LZMA2 filter properties")
+		props := rest[:n]
+		rest = rest[n:]
+		if id != 0x21 { // not LZMA2: the decoder refuses what it does not know
+			continue
+		}
+		if len(props) != 1 || props[0] > 40 {
+			return errors.New("xz: invalid LZMA2 filter properties")
+		}
+		d := dictSize(props[0])
+		if d > g.cfg.MaxDict {
+			return fmt.Errorf("%w: a block declares a %d MiB dictionary, at most %d MiB accepted", ErrDictTooLarge, d>>20, g.cfg.MaxDict>>20)
+		}
+		// With LZMA2 the only filter, the block's uncompressed size is LZMA2's output: no match
+		// can reach further back than that. Rewrite the header with the smallest dictionary
+		// that holds the whole block.
+		if size >= 0 && flags&0x03 == 0 && d > size {
+			p := props[0]
+			for p > 0 && dictSize(p-1) >= size {
+				p--
 			}
-			if d := dictSize(props[0]); d > g.maxDict {
-				return fmt.Errorf("%w: a block declares a %d MiB dictionary, at most %d MiB accepted", ErrDictTooLarge, d>>20, g.maxDict>>20)
+			props[0] = p
+			d = dictSize(p)
+			binary.LittleEndian.PutUint32(h[len(h)-4:], crc32.ChecksumIEEE(body))
+		}
+		dict = max(dict, d)
+	}
+	if dict > g.largest {
+		if g.cfg.Need != nil {
+			if err := g.cfg.Need(dict + Overhead); err != nil {
+				return err
 			}
 		}
+		g.largest = dict
 	}
-	return nil
+	return g.charge(dict + blockCost)
 }
 
 // indexByte takes one byte of the index (after its indicator).

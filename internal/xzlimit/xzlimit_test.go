@@ -2,6 +2,7 @@ package xzlimit
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"hash/crc32"
 	"io"
@@ -113,6 +114,41 @@ func withDict(t *testing.T, file []byte, p byte) []byte {
 	return f
 }
 
+// withDicts returns the single stream file with every block header's LZMA2 dictionary byte set
+// to p and the headers' CRC32 fixed. The blocks are found through the index.
+func withDicts(t *testing.T, file []byte, p byte) []byte {
+	t.Helper()
+	f := append([]byte{}, file...)
+	backward := int(binary.LittleEndian.Uint32(f[len(f)-8:]))
+	index := f[len(f)-12-(backward+1)*4:]
+	varint := func() uint64 {
+		v, n := binary.Uvarint(index)
+		index = index[n:]
+		return v
+	}
+	index = index[1:]
+	off := 12
+	for range varint() {
+		unpadded, _ := int(varint()), varint()
+		h := f[off:]
+		size := (int(h[0]) + 1) * 4
+		i := 2
+		for _, flag := range []byte{0x40, 0x80} { // compressed, uncompressed size
+			if h[1]&flag != 0 {
+				_, n := binary.Uvarint(h[i:])
+				i += n
+			}
+		}
+		if h[1]&0x03 != 0 || h[i] != 0x21 || h[i+1] != 1 {
+			t.Fatalf("block at %d: not a lone LZMA2 filter", off)
+		}
+		h[i+2] = p
+		binary.LittleEndian.PutUint32(h[size-4:], crc32.ChecksumIEEE(h[:size-4]))
+		off += (unpadded + 3) &^ 3
+	}
+	return f
+}
+
 // Without the guard, a few bytes make the decoder allocate what they declare.
 func TestHugeDictionaryRefused(t *testing.T) {
 	// A 64-byte stream declaring a 3 GiB dictionary: refused before the decoder allocates it.
@@ -169,6 +205,128 @@ func TestDictionaryLimit(t *testing.T) {
 	}
 }
 
+// allocated is what decoding file through the guard allocates (TotalAlloc), and its error.
+func allocated(file []byte, c Config) (uint64, error) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r, err := c.NewReader(bytes.NewReader(file))
+	if err == nil {
+		_, err = io.Copy(io.Discard, r)
+	}
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc, err
+}
+
+// Blocks of 16 bytes that each declare a 128 MiB dictionary made the decoder allocate (and
+// clear) 128 MiB per block: 6,250 blocks, 800 GB. Without sizes in the block headers (xz -T1)
+// the second such block is refused; with them (xz -T2) each dictionary shrinks to 4 KiB and the
+// stream is refused after about a thousand blocks. Either way it costs the decoder little more
+// than one dictionary.
+func TestTinyBlocksRefused(t *testing.T) {
+	data := sample(100000)
+	for _, threads := range []string{"-T1", "-T2"} {
+		// Made with a 4 KiB dictionary (xz allocates a 128 MiB one per block too, slowly), then
+		// declaring 128 MiB.
+		file := withDicts(t, xzTool(t, data, threads, "--block-size=16", "--lzma2=preset=0,dict=4KiB"), 30)
+		grew, err := allocated(file, Config{MaxDict: 128 << 20})
+		if !errors.Is(err, ErrTooCostly) {
+			t.Errorf("%s: 16-byte blocks with 128 MiB dictionaries: %v, want ErrTooCostly", threads, err)
+		}
+		if grew > 128<<20+Allowance+8<<20 {
+			t.Errorf("%s: refusing it allocated %d MiB", threads, grew>>20)
+		}
+		t.Logf("%s (%d bytes): %d MiB allocated, %v", threads, len(file), grew>>20, err)
+	}
+}
+
+// A block whose header declares its uncompressed size gets a dictionary of that size: xz -T2
+// with 100 KiB blocks and a 64 MiB dictionary decodes with 128 KiB dictionaries.
+func TestDictionaryShrunkToBlock(t *testing.T) {
+	data := sample(1 << 20)
+	file := xzTool(t, data, "-T2", "--block-size=100KiB", "--lzma2=preset=6,dict=64MiB")
+	var needs []int64
+	c := Config{MaxDict: DefaultMaxDict, Need: func(n int64) error { needs = append(needs, n); return nil }}
+	grew, err := allocated(file, c)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if grew > 16<<20 {
+		t.Errorf("eleven 100 KiB blocks allocated %d MiB", grew>>20)
+	}
+	if len(needs) != 1 || needs[0] != 128<<10+Overhead {
+		t.Errorf("Need was told %v, want once %d (a 128 KiB dictionary and Overhead)", needs, 128<<10+Overhead)
+	}
+	got, err := decode(file, DefaultMaxDict)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("decoded %d bytes, %v; want the input", len(got), err)
+	}
+}
+
+// Need is told before the first dictionary is allocated, and its error refuses the stream.
+func TestNeedRefuses(t *testing.T) {
+	file := xzTool(t, sample(1000), "--lzma2=preset=6,dict=32MiB")
+	refusal := errors.New("no memory left")
+	var told int64
+	grew, err := allocated(file, Config{MaxDict: DefaultMaxDict, Need: func(n int64) error { told = n; return refusal }})
+	if !errors.Is(err, refusal) || told != 32<<20+Overhead {
+		t.Fatalf("Need told %d, decode: %v; want %d and its refusal", told, err, 32<<20+Overhead)
+	}
+	if grew > 4<<20 {
+		t.Errorf("refusing allocated %d MiB", grew>>20)
+	}
+}
+
+// LZMA2 allows lc + lp ≤ 4; the decoder takes lc=8, lp=4, whose tables are 6 MiB per chunk.
+func TestLcLpRefused(t *testing.T) {
+	file := xzTool(t, sample(1000), "--check=none")
+	f := append([]byte{}, file...)
+	h := f[12:]
+	chunk := h[(int(h[0])+1)*4:]
+	if chunk[0] < 0xe0 {
+		t.Fatalf("first chunk control 0x%02x, want a dictionary and properties reset", chunk[0])
+	}
+	chunk[5] = byte((2*5+4)*9 + 8) // pb 2, lp 4, lc 8
+	if _, err := decode(f, DefaultMaxDict); err == nil || !bytes.Contains([]byte(err.Error()), []byte("lc 8 + lp 4")) {
+		t.Fatalf("lc 8, lp 4: %v, want a refusal naming them", err)
+	}
+}
+
+// The guard's charges cover what github.com/ulikunitz/xz allocates per block and per stream,
+// beside a little per decoded byte (its reads); a new version of it may need new figures.
+func TestChargesCoverAllocations(t *testing.T) {
+	data := sample(1 << 20)
+	huge := Config{MaxDict: DefaultMaxDict}
+	one, err := allocated(xzTool(t, data, "--lzma2=preset=0,dict=4KiB"), huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := int64(len(data)+999) / 1000
+	many, err := allocated(xzTool(t, data, "-T2", "--block-size=1000", "--lzma2=preset=0,dict=4KiB"), huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perBlock := (int64(many) - int64(one)) / (blocks - 1)
+	if perBlock > 4<<10+blockCost+stateCost {
+		t.Errorf("a block of 1000 bytes allocates %d bytes, charged %d", perBlock, 4<<10+blockCost+stateCost)
+	}
+	var streams []byte
+	for range 1000 {
+		streams = append(streams, xzTool(t, nil)...)
+	}
+	all, err := allocated(streams, huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perStream := int64(all) / 1000; perStream > streamCost {
+		t.Errorf("an empty stream allocates %d bytes, charged %d", perStream, streamCost)
+	}
+	if perByte := float64(one) / float64(len(data)); perByte > 4 {
+		t.Errorf("decoding allocates %.1f bytes per byte", perByte)
+	}
+	t.Logf("per block %d, per stream %d, per byte %.1f", perBlock, int64(all)/1000, float64(one)/float64(len(data)))
+}
+
 func TestMalformedRefused(t *testing.T) {
 	file := xzTool(t, sample(100000))
 	// The footer's backward size gives the index's: cutting both leaves whole blocks, which the
@@ -190,8 +348,9 @@ func TestMalformedRefused(t *testing.T) {
 	}
 }
 
-// The guard never panics, and never lets through a stream whose decoding allocates more than
-// the limit allows (with room for the decoder's own buffers).
+// The guard never panics, never lets through a stream whose decoding allocates more than the
+// limits allow (one dictionary, Allowance and PerByte per decoded byte, with room for the
+// decoder's buffers), and tells Need ever larger needs within the dictionary limit.
 func FuzzNewReader(f *testing.F) {
 	var buf bytes.Buffer
 	w, _ := xz.WriterConfig{BlockSize: 4096}.NewWriter(&buf)
@@ -200,15 +359,23 @@ func FuzzNewReader(f *testing.F) {
 	f.Add(buf.Bytes())
 	f.Add([]byte{0xfd, '7', 'z', 'X', 'Z', 0, 0, 1, 0x69, 0x22, 0xde, 0x36})
 	f.Fuzz(func(t *testing.T, file []byte) {
-		const limit = 1 << 20
+		const limit, out = 1 << 20, 1 << 20
+		var told int64
+		need := func(n int64) error {
+			if n <= told || n > limit+Overhead {
+				t.Fatalf("Need told %d after %d (limit %d + Overhead)", n, told, limit)
+			}
+			told = n
+			return nil
+		}
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		r, err := NewReader(bytes.NewReader(file), limit)
+		r, err := Config{MaxDict: limit, Need: need}.NewReader(bytes.NewReader(file))
 		if err == nil {
-			io.Copy(io.Discard, io.LimitReader(r, 1<<20))
+			io.Copy(io.Discard, io.LimitReader(r, out))
 		}
 		runtime.ReadMemStats(&after)
-		if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > limit+Allowance+PerByte*out+8<<20 {
 			t.Fatalf("decoding %d bytes allocated %d MiB with a 1 MiB dictionary limit", len(file), grew>>20)
 		}
 	})

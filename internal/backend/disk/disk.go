@@ -15,25 +15,24 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/cached-dev/cached/internal/backend"
 )
 
 const tmpDir = ".tmp"
 
-// staleTemp is how old a temporary file must be before start-up removes it. Another process
-// (a gc run, a second server during a restart) may be writing the younger ones.
-const staleTemp = time.Hour
-
 // Backend stores objects as files under Root.
 type Backend struct {
 	root string
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend = (*Backend)(nil)
+	_ backend.Temps   = (*Backend)(nil)
+)
 
-// Open creates root if needed and removes stale temporary files left by a crash.
+// Open creates root if needed. Temporary files a crashed process left in root/.tmp stay until
+// RemoveTemp: another process (a server still running) may be writing them.
 func Open(root string) (*Backend, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -42,17 +41,40 @@ func Open(root string) (*Backend, error) {
 	if err := os.MkdirAll(filepath.Join(abs, tmpDir), 0o755); err != nil {
 		return nil, fmt.Errorf("disk backend: %w", err)
 	}
-	b := &Backend{root: abs}
-	entries, err := os.ReadDir(filepath.Join(abs, tmpDir))
+	return &Backend{root: abs}, nil
+}
+
+// Temps lists the files in root/.tmp: writes in progress, or left by a process that died.
+// Their names are relative to root (".tmp/save-...").
+func (b *Backend) Temps(ctx context.Context) ([]backend.FileInfo, error) {
+	entries, err := os.ReadDir(filepath.Join(b.root, tmpDir))
 	if err != nil {
 		return nil, fmt.Errorf("disk backend: %w", err)
 	}
+	var out []backend.FileInfo
 	for _, e := range entries {
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTemp {
-			_ = os.Remove(filepath.Join(abs, tmpDir, e.Name()))
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out = append(out, backend.FileInfo{Name: tmpDir + "/" + e.Name(), Size: info.Size(), ModTime: info.ModTime()})
 	}
-	return b, nil
+	return out, nil
+}
+
+// RemoveTemp removes a file Temps listed.
+func (b *Backend) RemoveTemp(ctx context.Context, name string) error {
+	base, ok := strings.CutPrefix(name, tmpDir+"/")
+	if !ok || base == "" || base == "." || base == ".." || strings.ContainsAny(base, "/\\") {
+		return fmt.Errorf("disk backend: %q is not a temporary file", name)
+	}
+	if err := os.RemoveAll(filepath.Join(b.root, tmpDir, base)); err != nil {
+		return fmt.Errorf("disk backend: %w", err)
+	}
+	return nil
 }
 
 // Root is the directory objects live in.

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/backend/backendtest"
@@ -18,25 +17,38 @@ func TestConformance(t *testing.T) {
 	backendtest.Run(t, b)
 }
 
-// TestStaleTempFilesRemoved: temporary files of a crashed process are cleaned at start-up, young
-// ones (another process may be writing them) are kept.
-func TestStaleTempFilesRemoved(t *testing.T) {
+// TestTemps: Open leaves temporary files alone (a running server may be writing them); Temps
+// lists them and RemoveTemp removes them, and nothing else.
+func TestTemps(t *testing.T) {
 	root := t.TempDir()
 	tmp := filepath.Join(root, tmpDir)
 	os.MkdirAll(tmp, 0o755)
-	old, young := filepath.Join(tmp, "save-old"), filepath.Join(tmp, "save-young")
-	os.WriteFile(old, []byte("x"), 0o644)
-	os.WriteFile(young, []byte("x"), 0o644)
-	past := time.Now().Add(-2 * staleTemp)
-	os.Chtimes(old, past, past)
-	if _, err := Open(root); err != nil {
+	os.WriteFile(filepath.Join(tmp, "save-1"), []byte("partial"), 0o644)
+	os.WriteFile(filepath.Join(root, "keep"), []byte("x"), 0o644)
+	b, err := Open(root)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(old); !os.IsNotExist(err) {
-		t.Errorf("stale temp file kept: %v", err)
+	temps, err := b.Temps(t.Context())
+	if err != nil || len(temps) != 1 || temps[0].Name != ".tmp/save-1" || temps[0].Size != 7 {
+		t.Fatalf("Temps = %+v, %v; want .tmp/save-1 of 7 bytes", temps, err)
 	}
-	if _, err := os.Stat(young); err != nil {
-		t.Errorf("young temp file removed: %v", err)
+	for _, bad := range []string{"keep", ".tmp/", ".tmp/..", ".tmp/../keep", "../keep", ".tmp/a/../../keep"} {
+		if err := b.RemoveTemp(t.Context(), bad); err == nil {
+			t.Errorf("RemoveTemp(%q) succeeded", bad)
+		}
+	}
+	if err := b.RemoveTemp(t.Context(), ".tmp/save-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RemoveTemp(t.Context(), ".tmp/save-1"); err != nil {
+		t.Errorf("removing it again: %v", err)
+	}
+	if temps, err := b.Temps(t.Context()); err != nil || len(temps) != 0 {
+		t.Errorf("after RemoveTemp: %+v, %v", temps, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "keep")); err != nil {
+		t.Errorf("an object went: %v", err)
 	}
 }
 
