@@ -155,11 +155,15 @@ func (s *Server) serveUploadedName(w http.ResponseWriter, r *http.Request, name 
 	if tok, presented := requestToken(r); !presented {
 		s.refuseRecompression(w, r, name, "no token")
 		return true
-	} else if scope, err := s.tokens.Check(tok); err != nil {
-		s.writeError(w, r, err)
+	} else if scope, err := s.tokens.Check(tok); err != nil && !errors.As(err, new(*auth.ExpiredError)) {
+		s.writeError(w, r, err) // the token store cannot answer: 503, retried
 		return true
 	} else if scope < auth.ScopeRead {
-		s.refuseRecompression(w, r, name, "token not accepted")
+		reason := "token not accepted"
+		if err != nil {
+			reason = err.Error() // expired: a 401 too, and it says so
+		}
+		s.refuseRecompression(w, r, name, reason)
 		return true
 	}
 	rc, err := s.cache.OpenUploaded(r.Context(), name)
@@ -182,7 +186,7 @@ func (s *Server) refuseRecompression(w http.ResponseWriter, r *http.Request, nam
 	s.log.Info("refused to recompress a NAR for its uploaded name: no valid token", "nar", name, "remote", r.RemoteAddr, "reason", reason)
 	w.Header().Set("WWW-Authenticate", `Basic realm="cached"`)
 	w.Header().Set("Cache-Control", "no-store")
-	http.Error(w, name+" is how it was uploaded; it is recompressed for token holders only (the uploader's netrc). The narinfo served here names the stored NAR.", http.StatusUnauthorized)
+	http.Error(w, reason+": "+name+" is how it was uploaded; it is recompressed for token holders only (the uploader's netrc). The narinfo served here names the stored NAR.", http.StatusUnauthorized)
 }
 
 func (s *Server) uploadedNameHeaders(w http.ResponseWriter) {
