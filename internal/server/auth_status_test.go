@@ -147,7 +147,7 @@ func TestAuthFailuresAsNix235Expects(t *testing.T) {
 		// Whatever credentials come with a read of a public cache, it is answered as without.
 		reads := map[string]int{
 			"/nix-cache-info": ok, u.NarInfoPath(): ok, stored: ok,
-			"/" + storeHash("absent") + ".narinfo":                          http.StatusNotFound,
+			"/" + storeHash("absent") + ".narinfo":                         http.StatusNotFound,
 			"/nar/" + u.Hash + "-" + nix32(u.Info.NarHash.Digest) + ".nar": ok,
 		}
 		for _, c := range ac.cases(t, 0, 0, 0, 0, 0, 0) {
