@@ -27,7 +27,8 @@ type Options struct {
 	ReadThrough bool
 	NegativeTTL time.Duration
 	// Recompressions bounds how many NARs are recompressed at once for clients that ask for one
-	// under its uploaded name (OpenUploaded); others wait their turn. 0 means GOMAXPROCS.
+	// under its uploaded name (OpenUploaded), or decompressed for a URL that names a store path
+	// (OpenStoreNar); others wait their turn. 0 means GOMAXPROCS.
 	Recompressions int
 	// UploadKeys, when not empty, makes every uploaded narinfo need a valid signature by one of
 	// them (--require-upload-sigs): only paths a trusted builder signed get in.
