@@ -18,7 +18,8 @@ import (
 func TestStoreNarURLs(t *testing.T) {
 	for _, storeAs := range []string{"zstd", "xz", "as-uploaded"} {
 		t.Run("stored "+storeAs, func(t *testing.T) {
-			tc := newTestCacheWith(t, cache.Options{StoreCompression: storeAs}, nil)
+			// One decompression slot: a request that did not give it back would hang the next.
+			tc := newTestCacheWith(t, cache.Options{StoreCompression: storeAs, Recompressions: 1}, nil)
 			compression := "bzip2"
 			if storeAs == "as-uploaded" {
 				compression = "none"
