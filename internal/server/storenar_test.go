@@ -2,10 +2,15 @@ package server_test
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cached-dev/cached/internal/cache"
 )
@@ -167,4 +172,46 @@ func TestStoreNarURLsRefuseMalformed(t *testing.T) {
 	// A malformed hash= does not hide a NAR stored under the very name asked for.
 	p := "/nar/" + narHash + ".nar?hash=bad"
 	mustStatus(t, "GET "+p, tc.get(t, p), http.StatusOK)
+}
+
+// TestStoreNarURLGoneClientGivesBackSlot: a client that stops reading a NAR being decompressed
+// for it and goes away gives its decompression slot back; the next request gets it.
+func TestStoreNarURLGoneClientGivesBackSlot(t *testing.T) {
+	tc := newTestCacheWith(t, cache.Options{Recompressions: 1}, nil)
+	// 32 MiB that compress to little: far more than the socket buffers hold, under the test's
+	// upload limit.
+	seed := make([]byte, 4096)
+	rand.NewChaCha8([32]byte{1}).Read(seed)
+	big := bytes.Repeat(seed, 8<<10)
+	u := newUploadNAR(t, "gone-client", "zstd", handNAR("nix-archive-1", "(", "type", "regular", "contents", string(big), ")"))
+	u.store(t, tc)
+	p := "/nar/" + u.Hash + "-" + nix32(u.Info.NarHash.Digest) + ".nar"
+
+	c, err := net.Dial("tcp", tc.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: cache\r\n\r\n", p)
+	head := make([]byte, 4096)
+	if _, err := io.ReadFull(c, head); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(head, []byte("HTTP/1.1 200 ")) {
+		t.Fatalf("first answer: %.100q", head)
+	}
+	c.Close()
+
+	// With a deadline: a request still waiting for the slot when it passes is given up, which
+	// lets the server's handler return and the test end.
+	client := &http.Client{Timeout: 20 * time.Second}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(tc.URL + p)
+	if err != nil {
+		t.Fatalf("second GET: %v: did the gone client keep the only decompression slot?", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, u.NAR) {
+		t.Errorf("second GET: %s, %d bytes (%v), want the %d-byte NAR", resp.Status, len(body), err, len(u.NAR))
+	}
 }
