@@ -91,7 +91,7 @@ FUZZTIME=${FUZZTIME:-20s}
 if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
   for target in ./internal/nar:FuzzWalk ./internal/nar:FuzzWriterRoundTrip \
                 ./internal/narinfo:FuzzParse ./internal/narinfo:FuzzParseHash \
-                ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName \
+                ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName ./internal/cache:FuzzParseStoreNarName \
                 ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest \
                 ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader \
                 ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/push:FuzzParseNetrc \

@@ -33,6 +33,7 @@ bench_cleanup() {
 		done
 		kill -KILL "$pid" 2>/dev/null
 	done
+	unmount_all
 	if [ "$KEEP" != 1 ] && [ -d "$WORK" ]; then
 		chmod -R u+w "$WORK" 2>/dev/null
 		rm -rf "$WORK"
@@ -43,6 +44,30 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
+
+# bind_mount DIR TARGET: makes DIR visible at TARGET (in a chroot) until unmount_all, which also
+# removes the directories made for the mount point, deepest first, when empty.
+MOUNTS=()
+MADE_DIRS=()
+bind_mount() {
+	local p=$2
+	while [ ! -e "$p" ]; do
+		MADE_DIRS+=("$p")
+		p=$(dirname "$p")
+	done
+	mkdir -p "$2"
+	mount --bind "$1" "$2" || die "mount --bind $1 $2 failed"
+	MOUNTS+=("$2")
+}
+unmount_all() {
+	local m d
+	for m in "${MOUNTS[@]}"; do
+		umount "$m" 2>/dev/null || umount -l "$m" || log "could not unmount $m"
+	done
+	MOUNTS=()
+	for d in "${MADE_DIRS[@]}"; do rmdir "$d" 2>/dev/null; done
+	MADE_DIRS=()
+}
 
 stop_pid() { # pid: SIGTERM, wait (bounded), then SIGKILL
 	local pid=$1 p kept=()

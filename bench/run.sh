@@ -16,6 +16,11 @@
 #   BENCH_MAX_PATHS, BENCH_MAX_MIB, BENCH_BIG_MIB, BENCH_CHAIN   corpus size knobs
 #   BENCH_QUIET_ROWS=0     skip the extra narinfo rows with cached's access log off
 #   BENCH_KEEP=1           keep the work directory (both caches, logs) after the run
+#   BENCH_ONLY=upload      only the upload rows (corpus, nix copy to file:// and to cached, with
+#                          each nix), not the serving rows
+#   BENCH_NIX2_ROOT=DIR    the Debian 13 chroot whose Nix 2.26 uploads too ($CACHED_NIX2_ROOT,
+#                          else /var/cache/cached-test/trixie, as ./test.sh provisions it);
+#                          BENCH_NIX2=0 skips it. Without it the 2.26 row is left out, saying so
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,6 +50,10 @@ WRK_REPEAT=${BENCH_WRK_REPEAT:-$REPEAT}
 WRK_CONNS=64
 QUIET_ROWS=${BENCH_QUIET_ROWS:-1}
 KEEP=${BENCH_KEEP:-0}
+ONLY=${BENCH_ONLY:-}
+case $ONLY in "" | upload) ;; *) echo "BENCH_ONLY=$ONLY: want upload or nothing" >&2; exit 2 ;; esac
+NIX2_ROOT=${BENCH_NIX2_ROOT:-${CACHED_NIX2_ROOT:-/var/cache/cached-test/trixie}}
+NIX2=${BENCH_NIX2:-1}
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$OUT/work-$TS
@@ -262,12 +271,94 @@ UPLOAD_SINK_S=$(since "$t0")
 log "http upload to the store-nothing server: $UPLOAD_SINK_S s"
 stop_pid "$SINK_PID"
 
+# The same two uploads with Nix 2.26 (Debian 13's nix-bin in its chroot, the second client of
+# internal/e2e), which uploads paths in parallel. Its store is the chroot's: the corpus is
+# imported there first from the file:// cache above (not timed), and the work directory is
+# bind-mounted at the same path inside, so that both nix versions read the same netrc and write
+# to the same places.
+UPLOAD2_FILE_S=
+UPLOAD2_HTTP_S=
+UPLOAD2_CPU_S=0
+UPLOAD2_SINK_S=0
+NIX2_VERSION=
+nix2() {
+	chroot "$NIX2_ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root NIX_CONFIG="$NIX_CONFIG" \
+		NIX_USER_CACHE_DIR="$NIX_USER_CACHE_DIR" XDG_CACHE_HOME="$XDG_CACHE_HOME" "$@"
+}
+if [ "$NIX2" = 0 ]; then
+	log "BENCH_NIX2=0: no Nix 2.26 upload row"
+elif [ "$(id -u)" != 0 ] || [ ! -e "$NIX2_ROOT/proc/self" ] || [ ! -e "$NIX2_ROOT/dev/null" ] ||
+	! NIX2_VERSION=$(nix2 nix --version 2>/dev/null); then
+	log "no working Nix 2.26 chroot in $NIX2_ROOT (root, its nix, its /proc and /dev mounted; ./test.sh provisions it): no Nix 2.26 upload row"
+else
+	bind_mount "$WORK" "$NIX2_ROOT$WORK"
+	log "importing the corpus into the store of $NIX2_VERSION in $NIX2_ROOT (not timed)"
+	nix2 nix copy --no-check-sigs --from "file://$FILE_CACHE" "${PATHS[@]}"
+	find "${PATHS[@]/#/$NIX2_ROOT}" -type f -exec cat {} + >/dev/null
+
+	log "uploading with $NIX2_VERSION to file://$WORK/file-cache-2 (then removed)"
+	t0=$(now)
+	nix2 nix copy --to "file://$WORK/file-cache-2?compression=zstd" "${PATHS[@]}"
+	UPLOAD2_FILE_S=$(since "$t0")
+	log "file:// upload, Nix 2.26: $UPLOAD2_FILE_S s"
+	n2=$(find "$WORK/file-cache-2" -maxdepth 1 -name '*.narinfo' | wc -l)
+	[ "$n2" -eq "$NPATHS" ] || die "Nix 2.26's file cache holds $n2 narinfos, want $NPATHS"
+	rm -rf "$WORK/file-cache-2"
+
+	serve_data=$CACHED_DATA
+	CACHED_DATA=$WORK/srv-data-2
+	start_cached upload-2
+	TOKEN2=$(head -n1 "$CACHED_DATA/upload-tokens" | tr -d '[:space:]')
+	printf 'machine 127.0.0.1 login cached password %s\n' "$TOKEN2" >"$NETRC"
+	log "uploading with $NIX2_VERSION to $CACHED_URL (a fresh cached)"
+	t0=$(now)
+	c0=$(awk '{ print $14 + $15 }' "/proc/$CACHED_PID/stat")
+	nix2 nix copy --to "$CACHED_URL?compression=zstd" "${PATHS[@]}"
+	UPLOAD2_HTTP_S=$(since "$t0")
+	UPLOAD2_CPU_S=$(awk -v a="$c0" -v b="$(awk '{ print $14 + $15 }' "/proc/$CACHED_PID/stat")" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
+	log "http upload to cached, Nix 2.26: $UPLOAD2_HTTP_S s, cached CPU $UPLOAD2_CPU_S s"
+	stop_pid "$CACHED_PID"
+	n2=$(find "$CACHED_DATA/store" -maxdepth 1 -name '*.narinfo' | wc -l)
+	[ "$n2" -eq "$NPATHS" ] || die "the cached Nix 2.26 uploaded to holds $n2 narinfos, want $NPATHS"
+	rm -rf "$CACHED_DATA"
+	CACHED_DATA=$serve_data
+	printf 'machine 127.0.0.1 login cached password %s\n' "$TOKEN" >"$NETRC"
+
+	"$CLIENT" sink -listen 127.0.0.1:0 >"$SINK_OUT.2" 2>"$WORK/sink-2.log" &
+	SINK_PID=$!
+	PIDS+=("$SINK_PID")
+	SINK_URL=$(wait_url "$SINK_OUT.2" 's/^sink listening at \(http:[^ ]*\)$/\1/p' "$SINK_PID" "$WORK/sink-2.log")
+	[ -n "$SINK_URL" ] || die "the store-nothing server did not start: $(cat "$WORK/sink-2.log")"
+	log "uploading with $NIX2_VERSION to $SINK_URL (a server that stores nothing)"
+	t0=$(now)
+	nix2 nix copy --to "$SINK_URL?compression=zstd" "${PATHS[@]}"
+	UPLOAD2_SINK_S=$(since "$t0")
+	log "http upload to the store-nothing server, Nix 2.26: $UPLOAD2_SINK_S s"
+	stop_pid "$SINK_PID"
+	unmount_all
+	# The chroot is the end-to-end tests' client: it does not keep gigabytes of corpus.
+	nix2 nix-store --delete "${PATHS[@]}" >/dev/null 2>&1 || log "could not delete the corpus from the store in $NIX2_ROOT"
+fi
+
 n_file=$(find "$FILE_CACHE" -maxdepth 1 -name '*.narinfo' | wc -l)
 n_cached=$(find "$CACHED_DATA/store" -maxdepth 1 -name '*.narinfo' | wc -l)
 [ "$n_file" -eq "$NPATHS" ] || die "file cache holds $n_file narinfos, want $NPATHS"
 [ "$n_cached" -eq "$NPATHS" ] || die "cached holds $n_cached narinfos, want $NPATHS"
 FILE_CACHE_BYTES=$(du -sb "$FILE_CACHE" | cut -f1)
 CACHED_STORE_BYTES=$(du -sb "$CACHED_DATA/store" | cut -f1)
+
+ROWS=$WORK/rows.tsv # key, label, unit, better (lower|higher), nginx, cached
+: >"$ROWS"
+row() {
+	[ -z "$NGINX_PID" ] || check_alive # once the servers are up
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"
+}
+SERVE_RSS_KIB=0
+NGINX_RSS_KIB=0
+RAW=$WORK/raw
+mkdir -p "$RAW"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if [ "$ONLY" != upload ]; then # d. and e., to the upload rows below: not indented, to keep them readable
 
 # d. Serve.
 start_nginx
@@ -276,8 +367,6 @@ SERVE_CACHED_PID=$CACHED_PID
 
 # ---------------------------------------------------------------------------------------------
 # e. Measure. Each row runs nginx, then cached, with the same client.
-RAW=$WORK/raw
-mkdir -p "$RAW"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }' &&
 	log "warning: load average $LOAD_START on $(nproc) CPUs before measuring: other jobs will add noise"
@@ -292,12 +381,6 @@ awk 'BEGIN { srand(); a = "0123456789abcdfghijklmnpqrsvwxyz"
 	grep -vxFf "$HASHES" | sed 's|.*|/&.narinfo|' >"$MISS_PATHS"
 BIG_HASH=$(basename "$BIG_PATH" | cut -c1-32)
 
-ROWS=$WORK/rows.tsv # key, label, unit, better (lower|higher), nginx, cached
-: >"$ROWS"
-row() {
-	check_alive
-	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"
-}
 url_of() { case $1 in nginx) echo "$NGINX_URL" ;; cached) echo "$CACHED_URL" ;; esac; }
 # Both servers must live through every row: a restart would reset cached's RSS and warm caches.
 check_alive() {
@@ -449,8 +532,13 @@ if [ "$QUIET_ROWS" = 1 ]; then
 	done
 fi
 
+fi # BENCH_ONLY=upload skipped d. and e. from here up
+
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 row upload_s "upload, nix copy zstd (nginx: to file://)" s lower "$UPLOAD_FILE_S" "$UPLOAD_HTTP_S"
+if [ -n "$UPLOAD2_HTTP_S" ]; then
+	row upload_nix2_s "upload, Nix 2.26 nix copy zstd (nginx: to file://)" s lower "$UPLOAD2_FILE_S" "$UPLOAD2_HTTP_S"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # f. Table and JSON. ratio >= 1 means cached is as fast (as small) or better:
@@ -460,13 +548,15 @@ jq -R -s \
 	--arg ts "$TS" --arg corpus "$CORPUS_NAME" \
 	--argjson paths "$NPATHS" --argjson narBytes "$NAR_BYTES" --argjson bigNarBytes "$BIG_NAR_BYTES" \
 	--argjson fileCacheBytes "$FILE_CACHE_BYTES" --argjson cachedStoreBytes "$CACHED_STORE_BYTES" \
-	--argjson uploadRss "$UPLOAD_RSS_KIB" --argjson uploadCpu "$UPLOAD_CPU_S" --argjson uploadSink "$UPLOAD_SINK_S" --argjson serveRss "$SERVE_RSS_KIB" --argjson nginxRss "$NGINX_RSS_KIB" \
+	--argjson uploadRss "$UPLOAD_RSS_KIB" --argjson uploadCpu "$UPLOAD_CPU_S" --argjson uploadSink "$UPLOAD_SINK_S" \
+	--arg nix2 "$NIX2_VERSION" --argjson upload2Cpu "$UPLOAD2_CPU_S" --argjson upload2Sink "$UPLOAD2_SINK_S" \
+	--argjson serveRss "$SERVE_RSS_KIB" --argjson nginxRss "$NGINX_RSS_KIB" \
 	--arg commit "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)" \
 	--arg dirty "$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo true || echo false)" \
 	--arg nix "$(nix --version)" --arg nginx "$("$NGINX" -v 2>&1)" --arg wrk "$(wrk -v 2>&1 | head -n1)" \
 	--arg kernel "$(uname -r)" --argjson cpus "$(nproc)" --arg loadStart "$LOAD_START" --arg loadEnd "$LOAD_END" \
 	--arg go "$(go version)" --argjson repeat "$REPEAT" --argjson narRepeat "$NAR_REPEAT" --argjson wrkSeconds "$WRK_SECONDS" --argjson wrkRepeat "$WRK_REPEAT" \
-	--slurpfile raw <(for f in "$RAW"/*.json; do jq -c --arg k "$(basename "$f" .json)" '{($k): .}' "$f"; done | jq -s 'add') \
+	--slurpfile raw <(for f in "$RAW"/*.json; do [ -e "$f" ] || continue; jq -c --arg k "$(basename "$f" .json)" '{($k): .}' "$f"; done | jq -s 'add') \
 	'{
 	  timestamp: $ts,
 	  machine: {cpus: $cpus, kernel: $kernel, loadavg_before: $loadStart, loadavg_after: $loadEnd},
@@ -476,7 +566,8 @@ jq -R -s \
 	           file_cache_bytes: $fileCacheBytes, cached_store_bytes: $cachedStoreBytes},
 	  rss_kib: {cached_upload_peak: $uploadRss, cached_serve_peak: $serveRss, nginx_serve_peak: $nginxRss},
 	  upload: {cached_cpu_s: $uploadCpu, sink_s: $uploadSink,
-	           sink_definition: "wall time of the same nix copy to an HTTP server that reads and discards every PUT (bench/client sink): the floor that the nix client itself sets over HTTP"},
+	           sink_definition: "wall time of the same nix copy to an HTTP server that reads and discards every PUT (bench/client sink): the floor that the nix client itself sets over HTTP",
+	           nix2: (if $nix2 == "" then null else {version: $nix2, cached_cpu_s: $upload2Cpu, sink_s: $upload2Sink} end)},
 	  ratio_definition: "ratio >= 1 means cached is as fast or better: nginx/cached for seconds, latency and RSS (lower is better), cached/nginx for req/s and GB/s (higher is better)",
 	  rows: [split("\n")[] | select(length > 0) | split("\t") |
 	    {key: .[0], label: .[1], unit: .[2], better: .[3], nginx: (.[4] | tonumber), cached: (.[5] | tonumber)} |
@@ -501,8 +592,18 @@ cp "$RESULTS" "$OUT/latest.json"
 		"$(awk -v a="$UPLOAD_HTTP_S" -v b="$UPLOAD_SINK_S" 'BEGIN { print a / b }')" \
 		"$(awk -v a="$UPLOAD_FILE_S" -v b="$UPLOAD_SINK_S" 'BEGIN { print a / b }')"
 	printf 'cached CPU during the upload (verifying, storing, signing): %s s\n' "$UPLOAD_CPU_S"
-	printf 'cached peak RSS: upload %.1f MiB, serving %.1f MiB (nginx master+workers %.1f MiB)\n' \
-		"$(awk -v k="$UPLOAD_RSS_KIB" 'BEGIN { print k / 1024 }')" "$(awk -v k="$SERVE_RSS_KIB" 'BEGIN { print k / 1024 }')" \
-		"$(awk -v k="$NGINX_RSS_KIB" 'BEGIN { print k / 1024 }')"
+	if [ -n "$UPLOAD2_HTTP_S" ]; then
+		printf '%s: to the server that stores nothing %s s; cached took %.2fx that floor, file:// %.2fx; cached CPU %s s\n' \
+			"$NIX2_VERSION" "$UPLOAD2_SINK_S" \
+			"$(awk -v a="$UPLOAD2_HTTP_S" -v b="$UPLOAD2_SINK_S" 'BEGIN { print a / b }')" \
+			"$(awk -v a="$UPLOAD2_FILE_S" -v b="$UPLOAD2_SINK_S" 'BEGIN { print a / b }')" "$UPLOAD2_CPU_S"
+	fi
+	if [ "$ONLY" = upload ]; then
+		printf 'cached peak RSS: upload %.1f MiB\n' "$(awk -v k="$UPLOAD_RSS_KIB" 'BEGIN { print k / 1024 }')"
+	else
+		printf 'cached peak RSS: upload %.1f MiB, serving %.1f MiB (nginx master+workers %.1f MiB)\n' \
+			"$(awk -v k="$UPLOAD_RSS_KIB" 'BEGIN { print k / 1024 }')" "$(awk -v k="$SERVE_RSS_KIB" 'BEGIN { print k / 1024 }')" \
+			"$(awk -v k="$NGINX_RSS_KIB" 'BEGIN { print k / 1024 }')"
+	fi
 	printf 'results: %s (and %s)\n' "$RESULTS" "$OUT/latest.json"
 }

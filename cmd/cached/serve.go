@@ -36,7 +36,7 @@ type serveCmd struct {
 	ShutdownTimeout   time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
 	StoreCompression  string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
 	ZstdLevel         int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
-	Recompressions    int           `help:"How many NARs may be recompressed at once for clients asking for one under the name it was uploaded as (a rare, CPU-heavy request); more wait. 0: one per CPU." default:"0"`
+	Recompressions    int           `help:"How many NARs may be recompressed at once for clients asking for one under the name it was uploaded as, or decompressed for nix-serve's and harmonia's NAR URLs (rare, CPU-heavy requests); more wait. 0: one per CPU." default:"0"`
 	SyncInterval      time.Duration `help:"With --backend s3: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
 	NegativeTTL       time.Duration `help:"With --backend s3: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
 	StaleUploadAge    time.Duration `help:"With --backend s3: incomplete multipart uploads older than this are aborted (hourly)." default:"24h"`

@@ -28,7 +28,8 @@ type Options struct {
 	ReadThrough bool
 	NegativeTTL time.Duration
 	// Recompressions bounds how many NARs are recompressed at once for clients that ask for one
-	// under its uploaded name (OpenUploaded); others wait their turn. 0 means GOMAXPROCS.
+	// under its uploaded name (OpenUploaded), or decompressed for a URL that names a store path
+	// (OpenStoreNar); others wait their turn. 0 means GOMAXPROCS.
 	Recompressions int
 	// MaxNarSize bounds an uploaded NAR's decompressed size, in bytes (0: no bound). Past it the
 	// upload fails with a *NarTooLargeError and nothing is stored.

@@ -108,6 +108,9 @@ func TestFastPathAnswersAsTheRouter(t *testing.T) {
 		t.Fatalf("the xz upload was stored as uploaded (%s): the uploaded-name case tests nothing", nar)
 	}
 	absentNar := "/nar/" + strings.Repeat("0", 52) + ".nar.zst"
+	// The NAR URLs of nix-serve and harmonia (storenar.go).
+	narHash := nix32(u.Info.NarHash.Digest)
+	storeNar := "/nar/" + u.Hash + "-" + narHash + ".nar"
 	// The first fastCases are the fast path's to answer; the rest net/http's.
 	const fastCases = 15
 	cases := []struct {
@@ -140,6 +143,14 @@ func TestFastPathAnswersAsTheRouter(t *testing.T) {
 		{"nar unknown compression", "GET " + strings.TrimSuffix(nar, ".zst") + ".gz HTTP/1.1\r\n" + host + "\r\n", false},
 		{"nar escaped", "GET /nar/%30" + nar[6:] + " HTTP/1.1\r\n" + host + "\r\n", false},
 		{"nar query", "GET " + nar + "?a=b HTTP/1.1\r\n" + host + "\r\n", false},
+		{"nix-serve nar", "GET " + storeNar + " HTTP/1.1\r\n" + host + "\r\n", false},
+		{"nix-serve nar HEAD", "HEAD " + storeNar + " HTTP/1.1\r\n" + host + "\r\n", true},
+		{"nix-serve nar, old form", "GET /nar/" + u.Hash + ".nar HTTP/1.1\r\n" + host + "\r\n", false},
+		{"nix-serve nar, another NarHash", "GET /nar/" + u.Hash + "-" + absentNar[5:57] + ".nar HTTP/1.1\r\n" + host + "\r\n", false},
+		{"nix-serve nar, bad NarHash", "GET /nar/" + u.Hash + "-" + strings.Repeat("e", 52) + ".nar HTTP/1.1\r\n" + host + "\r\n", false},
+		{"harmonia nar", "GET /nar/" + narHash + ".nar?hash=" + u.Hash + " HTTP/1.1\r\n" + host + "\r\n", false},
+		{"harmonia nar HEAD", "HEAD /nar/" + narHash + ".nar?hash=" + u.Hash + " HTTP/1.1\r\n" + host + "\r\n", true},
+		{"harmonia nar, bad hash", "GET /nar/" + narHash + ".nar?hash=" + u.Hash[1:] + " HTTP/1.1\r\n" + host + "\r\n", false},
 		{"nar traversal", "GET /nar/../" + u.Hash + ".narinfo HTTP/1.1\r\n" + host + "\r\n", false},
 		{"invalid hash", "GET /" + strings.Repeat("e", 32) + ".narinfo HTTP/1.1\r\n" + host + "\r\n", false},
 		{"query", "GET " + u.NarInfoPath() + "?x=1 HTTP/1.1\r\n" + host + "\r\n", false},

@@ -1,29 +1,135 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/cached-dev/cached/internal/auth"
 	"github.com/cached-dev/cached/internal/cache"
 )
 
+// getNar serves /nar/<filehash>.nar[.ext], the names cached's narinfos give, and the NAR URLs of
+// servers that serve a Nix store directly (nix-serve's /nar/<store hash>-<NarHash>.nar,
+// harmonia's /nar/<NarHash>.nar?hash=<store hash>), which clients that read those servers'
+// narinfos ask for (storenar.go). Any other query is ignored, as a static file server would.
 func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 	name := "nar/" + urlParam(r, "file")
 	nn, err := cache.ParseNarName(name)
 	if err != nil {
-		s.writeError(w, r, &cache.InputError{Field: "path", Err: err})
+		ref, serr := cache.ParseStoreNarName(name)
+		if serr != nil {
+			if strings.IndexByte(name[4:], '-') >= 0 {
+				err = serr // it looks like nix-serve's form: say what is wrong with that
+			}
+			s.writeError(w, r, &cache.InputError{Field: "path", Err: err})
+			return
+		}
+		s.serveStoreNar(w, r, ref)
 		return
+	}
+	stored := true // the answer, if found, is the object name
+	orElse := func() bool { return s.serveUploadedName(w, r, name) }
+	if q, ok := queryValues(r)["hash"]; ok && nn.Compression == "none" {
+		// harmonia's form, for when the NAR is not stored under that very name (then the query
+		// changes nothing).
+		ref, qerr := cache.ParseStoreNarQuery(name, q[0])
+		orElse = func() bool {
+			stored = false // serveStoreNar records the download of what it sends
+			if qerr != nil {
+				s.writeError(w, r, &cache.InputError{Field: "query", Err: qerr})
+			} else {
+				s.serveStoreNar(w, r, ref)
+			}
+			return true
+		}
 	}
 	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
 	// download (Range) sees the same one.
-	found := s.serveObjectOr(w, r, name, "application/x-nix-nar", s.hdr.narCache, `"`+nn.FileHash+`"`, func() bool {
-		return s.serveUploadedName(w, r, name)
-	})
-	if found && r.Method == http.MethodGet {
+	found := s.serveObjectOr(w, r, name, "application/x-nix-nar", s.hdr.narCache, `"`+nn.FileHash+`"`, orElse)
+	if found && stored && r.Method == http.MethodGet {
 		s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
 	}
+}
+
+// serveStoreNar answers a NAR URL that names a store path (nix-serve's and harmonia's): the NAR
+// of that path, uncompressed, as those servers send it and as the narinfos they wrote say
+// ("Compression: none"). A NAR stored compressed is decompressed on the fly, without Range (its
+// Content-Length is the NarSize, and the client checks the NarHash). A path the cache does not
+// have, or has with another NarHash than the URL names, is a 404 that says which.
+func (s *Server) serveStoreNar(w http.ResponseWriter, r *http.Request, ref cache.StoreNarRef) {
+	n, err := s.cache.OpenStoreNar(r.Context(), ref)
+	var mismatch *cache.NarHashMismatchError
+	switch {
+	case errors.As(err, &mismatch):
+		s.notFoundBecause(w, mismatch.Error())
+		return
+	case err == cache.ErrNotFound:
+		s.notFoundBecause(w, "store path "+ref.StoreHash+" is not in this cache")
+		return
+	case err != nil:
+		s.writeError(w, r, err)
+		return
+	}
+	defer n.Close()
+	if r.Method == http.MethodGet {
+		s.cache.Touch(n.Stored) // a download keeps the paths using this NAR alive for gc
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/x-nix-nar")
+	if ref.NarHash != "" {
+		h.Set("Cache-Control", s.hdr.narCache)
+	} else { // named by the store path alone: a path uploaded again has another NAR
+		h["Cache-Control"] = s.hdr.narInfoCache
+	}
+	// The NarHash names what is sent whichever way it is stored.
+	etag := `"` + strings.TrimPrefix(n.NarHash, "sha256:") + `"`
+	if n.Object != nil {
+		h.Set("ETag", etag)
+		if rh := r.Header.Get("Range"); rh != "" { // the Range policy (ranges.go)
+			if rh, ok := simplifyRange(rh, n.Size); ok {
+				r.Header.Set("Range", rh)
+			} else {
+				r.Header.Del("Range")
+			}
+		}
+		var content io.ReadSeeker = n.Object
+		if f, ok := n.Object.(interface{ OSFile() *os.File }); ok {
+			content = f.OSFile()
+		}
+		http.ServeContent(w, r, "", n.Object.Info().ModTime, content)
+		return
+	}
+	// Streamed: no Accept-Ranges, so no client resumes it with a Range it could not have.
+	h.Set("ETag", etag)
+	if inm := r.Header.Get("If-None-Match"); inm == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.Set("Content-Length", strconv.FormatInt(n.Size, 10))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if _, err := io.Copy(w, n.Body); err != nil {
+		// Headers are gone: only a broken connection tells the client that the body is short.
+		s.log.Warn("decompressing a NAR for its store path URL failed", "path", r.URL.Path, "stored", n.Stored, "req_id", requestID(r), "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// notFoundBecause is notFound with a body that says why.
+func (s *Server) notFoundBecause(w http.ResponseWriter, why string) {
+	h := w.Header()
+	h["Content-Type"] = hdrTextPlain
+	h["Cache-Control"] = s.hdr.notFoundCache
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	w.WriteHeader(http.StatusNotFound)
+	io.WriteString(w, why+"\n")
 }
 
 // serveUploadedName answers for a NAR uploaded in one compression and stored in another. nix
@@ -49,11 +155,15 @@ func (s *Server) serveUploadedName(w http.ResponseWriter, r *http.Request, name 
 	if tok, presented := requestToken(r); !presented {
 		s.refuseRecompression(w, r, name, "no token")
 		return true
-	} else if scope, err := s.tokens.Check(tok); err != nil {
-		s.writeError(w, r, err)
+	} else if scope, err := s.tokens.Check(tok); err != nil && !errors.As(err, new(*auth.ExpiredError)) {
+		s.writeError(w, r, err) // the token store cannot answer: 503, retried
 		return true
 	} else if scope < auth.ScopeRead {
-		s.refuseRecompression(w, r, name, "token not accepted")
+		reason := "token not accepted"
+		if err != nil {
+			reason = err.Error() // expired: a 401 too, and it says so
+		}
+		s.refuseRecompression(w, r, name, reason)
 		return true
 	}
 	rc, err := s.cache.OpenUploaded(r.Context(), name)
@@ -76,7 +186,7 @@ func (s *Server) refuseRecompression(w http.ResponseWriter, r *http.Request, nam
 	s.log.Info("refused to recompress a NAR for its uploaded name: no valid token", "nar", name, "remote", r.RemoteAddr, "reason", reason)
 	w.Header().Set("WWW-Authenticate", `Basic realm="cached"`)
 	w.Header().Set("Cache-Control", "no-store")
-	http.Error(w, name+" is how it was uploaded; it is recompressed for token holders only (the uploader's netrc). The narinfo served here names the stored NAR.", http.StatusUnauthorized)
+	http.Error(w, reason+": "+name+" is how it was uploaded; it is recompressed for token holders only (the uploader's netrc). The narinfo served here names the stored NAR.", http.StatusUnauthorized)
 }
 
 func (s *Server) uploadedNameHeaders(w http.ResponseWriter) {
@@ -140,4 +250,12 @@ func (s *Server) putNar(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Debug("nar stored", "nar", name, "narHash", rec.NarHash, "narSize", rec.NarSize, "fileSize", rec.FileSize)
 	w.WriteHeader(http.StatusOK)
+}
+
+// queryValues is r's query, parsed only when there is one (most requests have none).
+func queryValues(r *http.Request) url.Values {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	return r.URL.Query()
 }
