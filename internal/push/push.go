@@ -401,7 +401,7 @@ func (p *pusher) fail(path string, err error) {
 	for _, dep := range append([]string{path}, deps...) {
 		r := PathResult{Path: dep, Err: err}
 		if dep != path {
-			r.Err = fmt.Errorf("depends on %s, which failed", path)
+			r.Err = &DependencyError{Path: path, Err: err}
 		}
 		p.mu.Lock()
 		p.res.Failed = append(p.res.Failed, r)
@@ -411,6 +411,17 @@ func (p *pusher) fail(path string, err error) {
 		}
 	}
 }
+
+// DependencyError is why a path was not pushed when a path in its closure failed.
+type DependencyError struct {
+	Path string // the path that failed
+	Err  error  // why it failed
+}
+
+func (e *DependencyError) Error() string { return fmt.Sprintf("depends on %s, which failed", e.Path) }
+
+// Unwrap lets errors.Is and errors.As see why the dependency failed.
+func (e *DependencyError) Unwrap() error { return e.Err }
 
 func (p *pusher) result() Result {
 	p.mu.Lock()
