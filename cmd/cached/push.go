@@ -31,14 +31,17 @@ type pushCmd struct {
 	TmpDir      string   `help:"Where compressed NARs wait for their upload (one per job at a time; default: $TMPDIR or /tmp)." type:"path"`
 	Progress    string   `help:"Progress display: auto (a bar on a terminal, lines otherwise), bar, lines." default:"auto" enum:"auto,bar,lines"`
 	Nix         string   `help:"The nix binary that reads the local store (nix-store is taken from beside it)." default:"nix"`
-	Paths       []string `arg:"" help:"Store paths or symlinks to them (./result): their closures are pushed." name:"path"`
+	Paths       []string `arg:"" optional:"" help:"Store paths or symlinks to them (./result): their closures are pushed. With --enqueue, a derivation (.drv) stands for its outputs." name:"path"`
 }
 
 func (p *pushCmd) Run(log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if p.Enqueue {
-		return p.enqueue()
+		return p.enqueue(ctx)
+	}
+	if len(p.Paths) == 0 {
+		return errors.New("push: no path given (give store paths or ./result links)")
 	}
 	if p.URL == "" || p.TokenFile == "" {
 		return errors.New("push needs --url and --token-file (or CACHED_URL and CACHED_TOKEN_FILE), unless it is given --enqueue")
@@ -99,21 +102,32 @@ func (p *pushCmd) storePathOf(arg string) (string, error) {
 	return push.StorePathOf(arg, push.StoreDir)
 }
 
-// enqueue adds the paths to watch-store's queue. It checks nothing in the store: a hook must
-// return at once, and the watcher checks each path before it pushes it.
-func (p *pushCmd) enqueue() error {
+// enqueue adds the paths to watch-store's queue. It checks nothing in the store (a hook must
+// return at once; the watcher checks each path before it pushes it), but for asking the store
+// for the outputs of a derivation: Nix 2.8 runs post-build hooks with OUT_PATHS empty, and
+// DRV_PATH is then the only way to them. No path at all (an empty $OUT_PATHS) is no error.
+func (p *pushCmd) enqueue(ctx context.Context) error {
 	q, err := watch.OpenQueue(p.QueueDir, push.StoreDir)
 	if err != nil {
 		return fmt.Errorf("--queue-dir: %w", err)
 	}
-	var paths []string
+	var paths, drvs []string
 	for _, arg := range p.Paths {
 		sp, err := p.storePathOf(arg)
 		if err != nil {
 			return err
 		}
-		paths = append(paths, sp)
+		if strings.HasSuffix(sp, ".drv") {
+			drvs = append(drvs, sp)
+		} else {
+			paths = append(paths, sp)
+		}
 	}
+	outs, err := push.Nix{Bin: p.Nix, Store: p.StoreRoot}.Outputs(ctx, drvs)
+	if err != nil {
+		return fmt.Errorf("outputs of %s: %w", strings.Join(drvs, " "), err)
+	}
+	paths = append(paths, outs...)
 	if err := q.Add(paths...); err != nil {
 		return err
 	}

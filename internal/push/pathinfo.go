@@ -286,3 +286,15 @@ func (n Nix) Invalid(ctx context.Context, paths []string) ([]string, error) {
 	}
 	return invalid, nil
 }
+
+// Outputs lists the output paths of derivations (store paths ending in .drv).
+func (n Nix) Outputs(ctx context.Context, drvs []string) ([]string, error) {
+	if len(drvs) == 0 {
+		return nil, nil
+	}
+	out, err := n.run(ctx, n.storeBin(), append([]string{"--query", "--outputs"}, drvs...)...)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(out)), nil
+}

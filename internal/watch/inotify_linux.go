@@ -38,7 +38,7 @@ func newNotifier(storeDir, dbDir, queueDir string) (*notifier, error) {
 		wd, err := unix.InotifyAddWatch(fd, w.dir, w.mask|unix.IN_ONLYDIR)
 		if err != nil {
 			n.f.Close()
-			return nil, fmt.Errorf("inotify on %s: %w", w.dir, err)
+			return nil, fmt.Errorf("inotify on %s: %w", w.dir, err) // wraps ENOENT for a missing directory
 		}
 		n.kind[int32(wd)] = w.kind
 	}

@@ -123,8 +123,20 @@ func Run(ctx context.Context, cfg Config) error {
 	root := cfg.Push.StoreRoot
 	ownNixEnd := &atomic.Int64{}
 	d := &detector{cfg: &cfg, q: q, knownFile: filepath.Join(q.Dir(), ".known"), ownNixEnd: ownNixEnd}
+	if err := d.load(); err != nil {
+		return err
+	}
 	events := make(chan event, 4096)
-	n, err := newNotifier(filepath.Join(root, push.StoreDir), filepath.Join(root, "/nix/var/nix/db"), q.Dir())
+	storeDir, dbDir := filepath.Join(root, push.StoreDir), filepath.Join(root, "/nix/var/nix/db")
+	n, err := newNotifier(storeDir, dbDir, q.Dir())
+	if errors.Is(err, fs.ErrNotExist) {
+		// A store nix has never used: the scan makes nix create it, and a second one
+		// covers what became valid before the watch began.
+		if err := d.scan(ctx); err != nil {
+			return err
+		}
+		n, err = newNotifier(storeDir, dbDir, q.Dir())
+	}
 	if err != nil {
 		log.Warn("watching the store without events: new paths wait for the periodic scan", "err", err, "scan_interval", cfg.ScanInterval)
 	} else {
@@ -134,9 +146,6 @@ func Run(ctx context.Context, cfg Config) error {
 				log.Error("inotify stopped: new paths wait for the periodic scan", "err", err)
 			}
 		}()
-	}
-	if err := d.load(); err != nil {
-		return err
 	}
 	if err := d.scan(ctx); err != nil {
 		return err
@@ -327,7 +336,9 @@ func (d *detector) scan(ctx context.Context) error {
 	} else if err := d.enqueue(fresh); err != nil {
 		return err
 	}
-	if len(now) != len(d.known) || len(fresh) > 0 {
+	// The first scan always leaves a file behind: without one, the next start would be a
+	// first one too, and take what was built meanwhile as old.
+	if first || len(now) != len(d.known) || len(fresh) > 0 {
 		d.known = now
 		d.dirty = true
 	}
