@@ -23,7 +23,7 @@ import (
 type pushCmd struct {
 	URL         string   `help:"URL of the cache to push to (required but with --enqueue)."`
 	TokenFile   string   `help:"File holding a token with write scope, or a netrc file (as nix's netrc-file): then the password of the machine matching the URL's host (required but with --enqueue)." type:"path"`
-	Enqueue     bool     `help:"Add the paths to the queue of a running cached watch-store (--queue-dir) and return at once, pushing nothing: for a nix post-build-hook."`
+	Enqueue     bool     `config:"-" help:"Add the paths to the queue of a running cached watch-store (--queue-dir) and return at once, pushing nothing: for a nix post-build-hook."`
 	QueueDir    string   `help:"The watch-store queue directory (with --enqueue)." default:"/var/lib/cached-push" type:"path"`
 	StoreRoot   string   `help:"Root directory of a chroot store (as nix's --store DIR) to push from, instead of /." type:"path"`
 	Jobs        int      `help:"NARs made and uploaded at once (0: twice the CPUs, at most 16)." default:"0"`
