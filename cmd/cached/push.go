@@ -30,6 +30,7 @@ type pushCmd struct {
 	Compression string   `help:"Compression of uploaded NARs: zstd (through a temporary file), xz (likewise; slow), or none (streamed from the store, no temporary file)." default:"zstd" enum:"zstd,xz,none"`
 	TmpDir      string   `help:"Where compressed NARs wait for their upload (one per job at a time; default: $TMPDIR or /tmp)." type:"path"`
 	Progress    string   `help:"Progress display: auto (a bar on a terminal, lines otherwise), bar, lines." default:"auto" enum:"auto,bar,lines"`
+	HeadLookups bool     `hidden:"" help:"Ask the server what it has with a HEAD per path, even if it answers POST /_cached/exists (to compare the two)."`
 	Nix         string   `help:"The nix binary that reads the local store (nix-store is taken from beside it)." default:"nix"`
 	Paths       []string `arg:"" optional:"" help:"Store paths or symlinks to them (./result): their closures are pushed. With --enqueue, a derivation (.drv) stands for its outputs." name:"path"`
 }
@@ -73,7 +74,7 @@ func (p *pushCmd) Run(log *slog.Logger) error {
 	}
 	res, err := push.Push(ctx, push.Options{
 		URL: p.URL, Token: token, Jobs: p.Jobs, Compression: p.Compression, TempDir: p.TmpDir,
-		StoreRoot: p.StoreRoot, Progress: prog, Log: log,
+		StoreRoot: p.StoreRoot, HeadLookups: p.HeadLookups, Progress: prog, Log: log,
 	}, infos)
 	prog.finish()
 	if err != nil {
