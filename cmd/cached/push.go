@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +31,7 @@ type pushCmd struct {
 	Compression string   `help:"Compression of uploaded NARs: zstd (through a temporary file), xz (likewise; slow), or none (streamed from the store, no temporary file)." default:"zstd" enum:"zstd,xz,none"`
 	TmpDir      string   `help:"Where compressed NARs wait for their upload (one per job at a time; default: $TMPDIR or /tmp)." type:"path"`
 	Progress    string   `help:"Progress display: auto (a bar on a terminal, lines otherwise), bar, lines." default:"auto" enum:"auto,bar,lines"`
+	CPUProfile  string   `hidden:"" type:"path" help:"Write a CPU profile of the push to this file (go tool pprof)."`
 	HeadLookups bool     `hidden:"" help:"Ask the server what it has with a HEAD per path, even if it answers POST /_cached/exists (to compare the two)."`
 	Nix         string   `help:"The nix binary that reads the local store (nix-store is taken from beside it)." default:"nix"`
 	Paths       []string `arg:"" optional:"" help:"Store paths or symlinks to them (./result): their closures are pushed. With --enqueue, a derivation (.drv) stands for its outputs." name:"path"`
@@ -43,6 +45,17 @@ func (p *pushCmd) Run(log *slog.Logger) error {
 	}
 	if len(p.Paths) == 0 {
 		return errors.New("push: no path given (give store paths or ./result links)")
+	}
+	if p.CPUProfile != "" {
+		f, err := os.Create(p.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if p.URL == "" || p.TokenFile == "" {
 		return errors.New("push needs --url and --token-file (or CACHED_URL and CACHED_TOKEN_FILE), unless it is given --enqueue")

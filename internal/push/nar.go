@@ -101,8 +101,11 @@ func compressor(compression string, w io.Writer) (io.WriteCloser, error) {
 	switch compression {
 	case "zstd":
 		// One encoder goroutine per NAR: Push compresses several NARs at once (--jobs), which
-		// keeps the CPUs busy without each encoder holding a window per CPU.
-		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+		// keeps the CPUs busy without each encoder holding a window per CPU. A 2 MiB window is
+		// what zstd's level 3 (nix's default) uses for large inputs: the ratio is nix's within
+		// a percent, and klauspost's encoder runs about 1.4x as fast on shared libraries as
+		// with its default 8 MiB window in low-memory mode (which moves its history around).
+		return zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(2<<20))
 	case "xz":
 		return xz.NewWriter(w)
 	case "none":
