@@ -474,12 +474,17 @@ func (p *pusher) round(ctx context.Context) (more bool, err error) {
 		}
 		roots = append(roots, r)
 	}
-	invalid, err := p.cfg.Nix.Invalid(ctx, roots)
-	p.ownNixEnd.Store(time.Now().UnixNano())
-	if err != nil {
-		return false, fmt.Errorf("checking queued paths in the store: %w", err)
+	if len(roots) == 0 {
+		return len(queued) == p.cfg.Batch, nil
 	}
-	if len(invalid) > 0 {
+	token, err := push.ReadToken(p.cfg.TokenFile, p.cfg.Push.URL)
+	if err != nil {
+		return false, fmt.Errorf("--token-file: %w", err)
+	}
+	infos, err := p.cfg.Nix.Closure(ctx, roots)
+	var invalid push.ErrInvalidPaths
+	if errors.As(err, &invalid) {
+		// Garbage-collected since they were queued: they can never be pushed.
 		gone := map[string]bool{}
 		for _, r := range invalid {
 			gone[r] = true
@@ -494,16 +499,11 @@ func (p *pusher) round(ctx context.Context) (more bool, err error) {
 				valid = append(valid, r)
 			}
 		}
-		roots = valid
+		if roots = valid; len(roots) == 0 {
+			return len(queued) == p.cfg.Batch, nil
+		}
+		infos, err = p.cfg.Nix.Closure(ctx, roots)
 	}
-	if len(roots) == 0 {
-		return len(queued) == p.cfg.Batch, nil
-	}
-	token, err := push.ReadToken(p.cfg.TokenFile, p.cfg.Push.URL)
-	if err != nil {
-		return false, fmt.Errorf("--token-file: %w", err)
-	}
-	infos, err := p.cfg.Nix.Closure(ctx, roots)
 	p.ownNixEnd.Store(time.Now().UnixNano())
 	if err != nil {
 		return false, fmt.Errorf("reading the closures of %d queued paths: %w", len(roots), err)
