@@ -163,7 +163,7 @@ func queued(t *testing.T, dir string) []string {
 // TestWatchStoreBuildIsServed: a path built while watch-store runs is served by the cache,
 // with its dependency, within seconds, and substitutes into a fresh store with signatures
 // required; the queue is empty afterwards, and paths that were in the store before the
-// watcher's first start are not pushed.
+// watcher's first start are not pushed. A second watch-store on the same queue is refused.
 func TestWatchStoreBuildIsServed(t *testing.T) {
 	requireNix(t)
 	srv := startServer(t, t.TempDir())
@@ -172,6 +172,12 @@ func TestWatchStoreBuildIsServed(t *testing.T) {
 	before, _ := s.build("before")
 	qdir := filepath.Join(t.TempDir(), "queue")
 	w := startWatcher(t, s, srv.URL, tokenFile(t, srv.Token), qdir)
+	second := exec.Command(cachedBin, "watch-store", "--url", srv.URL, "--token-file", tokenFile(t, srv.Token),
+		"--queue-dir", qdir, "--store-root", s.root)
+	second.Env = s.env
+	if out, err := second.CombinedOutput(); err == nil || !strings.Contains(string(out), "another cached watch-store pushes from this queue") {
+		t.Fatalf("a second watch-store on the same queue: %v, want it refused:\n%s", err, out)
+	}
 
 	for i := range 2 {
 		top, dep := s.build(fmt.Sprint("during-", i))

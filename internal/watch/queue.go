@@ -151,6 +151,23 @@ func (q *Queue) Fail(path string, why error) error {
 	return syncDir(q.dir)
 }
 
+// ErrQueueBusy is a queue that another watch-store pushes from.
+var ErrQueueBusy = errors.New("another cached watch-store pushes from this queue")
+
+// Lock makes the caller the only pusher of the queue until release is called or the process
+// ends (a killed process holds nothing). Adding to a locked queue needs no lock.
+func (q *Queue) Lock() (release func(), err error) {
+	f, err := os.OpenFile(filepath.Join(q.dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("queue %s: %w", q.dir, err)
+	}
+	if err := lockFile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("queue %s: %w (%v)", q.dir, ErrQueueBusy, err)
+	}
+	return func() { f.Close() }, nil
+}
+
 // Failed lists the paths in failed/.
 func (q *Queue) Failed() ([]string, error) {
 	entries, err := os.ReadDir(filepath.Join(q.dir, failedDir))

@@ -145,3 +145,27 @@ func TestPermanent(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueLock: a second pusher of one queue is refused, naming the queue; once the first
+// releases it, the queue can be taken again.
+func TestQueueLock(t *testing.T) {
+	dir := t.TempDir()
+	q1, _ := OpenQueue(dir, push.StoreDir)
+	q2, _ := OpenQueue(dir, push.StoreDir)
+	release, err := q1.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q2.Lock(); !errors.Is(err, ErrQueueBusy) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("second Lock: %v, want ErrQueueBusy naming %s", err, dir)
+	}
+	if err := q2.Add(pathA); err != nil {
+		t.Fatalf("Add to a locked queue: %v", err)
+	}
+	release()
+	release2, err := q2.Lock()
+	if err != nil {
+		t.Fatalf("Lock after release: %v", err)
+	}
+	release2()
+}

@@ -119,6 +119,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	release, err := q.Lock()
+	if err != nil {
+		return fmt.Errorf("--queue-dir: %w", err)
+	}
+	defer release()
 	log := cfg.Log
 	root := cfg.Push.StoreRoot
 	ownNixEnd := &atomic.Int64{}
