@@ -299,10 +299,12 @@ in
           More flags of `cached watch-store` (see `cached watch-store --help`), written to its
           `--config` file, e.g. `jobs`, `compression`, `ignore` (globs on store path names never
           pushed unless a pushed path refers to them; default `*.drv`, `source`, `*-source`),
+          `skip-upstream` (caches whose paths are not pushed, e.g. `https://cache.nixos.org`),
           `scan-interval`, `max-backoff`.
         '';
         default = { };
         example = {
+          skip-upstream = [ "https://cache.nixos.org" ];
           compression = "none";
           ignore = [
             "*.drv"

@@ -14,7 +14,7 @@ const pushConfig = `{
       enable = true;
       url = "https://cache.example.org";
       tokenFile = "/run/keys/push-token";
-      settings = { compression = "none"; ignore = [ "*.drv" "*.iso" ]; jobs = 4; };
+      settings = { compression = "none"; ignore = [ "*.drv" "*.iso" ]; jobs = 4; skip-upstream = [ "https://cache.nixos.org" ]; };
     };
   }`
 
@@ -65,6 +65,7 @@ func TestModulePush(t *testing.T) {
 		`compression = "none"`,
 		`ignore = ["*.drv", "*.iso"]`,
 		`jobs = 4`,
+		`skip-upstream = ["https://cache.nixos.org"]`,
 	} {
 		if !slices.Contains(strings.Split(toml, "\n"), line) {
 			t.Errorf("config file lacks the line %s:\n%s", line, toml)

@@ -17,6 +17,7 @@ type watchStoreCmd struct {
 	TokenFile    string        `help:"File holding a token with write scope, or a netrc file (as nix's netrc-file). Read again before each push, so a replaced token needs no restart." required:"" type:"path"`
 	QueueDir     string        `help:"Directory of the durable queue of paths to push (cached push --enqueue adds to it too) and of the watcher's state." default:"/var/lib/cached-push" type:"path"`
 	Ignore       []string      `help:"Globs on store path names (what follows <hash>-) never pushed unless a pushed path refers to them." default:"*.drv,source,*-source"`
+	SkipUpstream []string      `help:"Binary caches (e.g. https://cache.nixos.org) whose paths are not pushed: a queued path one of them has (substituted from it) is dropped. Unset, everything new is pushed."`
 	Jobs         int           `help:"NARs made and uploaded at once (0: twice the CPUs, at most 16)." default:"0"`
 	Compression  string        `help:"Compression of uploaded NARs." default:"zstd" enum:"zstd,xz,none"`
 	TmpDir       string        `help:"Where compressed NARs wait for their upload (default: $TMPDIR or /tmp)." type:"path"`
@@ -37,6 +38,7 @@ func (w *watchStoreCmd) Run(log *slog.Logger) error {
 		Nix:          push.Nix{Bin: w.Nix, Store: w.StoreRoot},
 		QueueDir:     w.QueueDir,
 		Ignore:       w.Ignore,
+		SkipUpstream: w.SkipUpstream,
 		ScanInterval: w.ScanInterval,
 		MaxBackoff:   w.MaxBackoff,
 		Log:          log,

@@ -335,3 +335,38 @@ func TestPushEnqueueAsPostBuildHook(t *testing.T) {
 		t.Errorf("queue holds %v after bad --enqueue calls", q)
 	}
 }
+
+// TestWatchStoreSkipUpstream: a queued path that a --skip-upstream cache serves (as if it had
+// been substituted from there) is dropped from the queue, not pushed; the others are pushed. A
+// second cached stands for the upstream cache.
+func TestWatchStoreSkipUpstream(t *testing.T) {
+	requireNix(t)
+	srv := startServer(t, t.TempDir())
+	upstream := startServer(t, t.TempDir())
+	n := newNixClient(t, hostOf(srv.URL), srv.Token)
+	s := newWatchStore(t, n)
+	fromUpstream, _ := s.build("upstream")
+	ours, ourDep := s.build("ours")
+	out, err := exec.Command(cachedBin, "push", "--progress", "lines", "--url", upstream.URL, "--token-file", tokenFile(t, upstream.Token),
+		"--store-root", s.root, fromUpstream).CombinedOutput()
+	if err != nil {
+		t.Fatalf("push to the upstream: %v\n%s", err, out)
+	}
+	qdir := filepath.Join(t.TempDir(), "queue")
+	if out, err := exec.Command(cachedBin, "push", "--enqueue", "--queue-dir", qdir, fromUpstream, ours).CombinedOutput(); err != nil {
+		t.Fatalf("push --enqueue: %v\n%s", err, out)
+	}
+	w := startWatcher(t, s, srv.URL, tokenFile(t, srv.Token), qdir, "--skip-upstream", upstream.URL)
+	waitServed(t, srv.URL, 30*time.Second, ours, ourDep)
+	w.waitLog("the upstream cache has it", 10*time.Second)
+	requireAbsent(t, srv.URL, fromUpstream)
+	if q := queued(t, qdir); len(q) != 0 {
+		t.Errorf("queue holds %v", q)
+	}
+	bad := exec.Command(cachedBin, "watch-store", "--url", srv.URL, "--token-file", tokenFile(t, srv.Token),
+		"--queue-dir", filepath.Join(t.TempDir(), "q"), "--store-root", s.root, "--skip-upstream", "cache.nixos.org")
+	bad.Env = s.env
+	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), `--skip-upstream "cache.nixos.org"`) {
+		t.Errorf("--skip-upstream without a scheme: %v, want an error naming it:\n%s", err, out)
+	}
+}

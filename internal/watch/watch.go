@@ -32,6 +32,9 @@ type Config struct {
 	// Ignore are globs (path.Match) on the name of a store path (what follows "<hash>-"): a
 	// matching path is not pushed unless a pushed path refers to it.
 	Ignore []string
+	// SkipUpstream are binary caches (https://cache.nixos.org): a queued path one of them has
+	// (substituted from it, most likely) is not pushed. Its closure is there too.
+	SkipUpstream []string
 	// ScanInterval is how often every valid path is listed, to find what events missed.
 	// 0 means 10 minutes.
 	ScanInterval time.Duration
@@ -50,6 +53,11 @@ type Config struct {
 var DefaultIgnore = []string{"*.drv", "source", "*-source"}
 
 func (c *Config) validate() error {
+	for _, u := range c.SkipUpstream {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("--skip-upstream %q: want an http or https URL, such as https://cache.nixos.org", u)
+		}
+	}
 	for _, g := range c.Ignore {
 		if _, err := path.Match(g, ""); err != nil {
 			return fmt.Errorf("--ignore %q: %w", g, err)
@@ -478,6 +486,20 @@ func (p *pusher) round(ctx context.Context) (more bool, err error) {
 			continue
 		}
 		roots = append(roots, r)
+	}
+	if up := onUpstream(ctx, p.cfg.SkipUpstream, roots); len(up) > 0 {
+		var keep []string
+		for _, r := range roots {
+			if u, ok := up[r]; ok {
+				log.Info("the upstream cache has it; dropped from the queue", "path", r, "upstream", u)
+				if err := p.q.Remove(r); err != nil {
+					return false, err
+				}
+			} else {
+				keep = append(keep, r)
+			}
+		}
+		roots = keep
 	}
 	if len(roots) == 0 {
 		return len(queued) == p.cfg.Batch, nil
