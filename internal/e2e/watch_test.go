@@ -369,4 +369,10 @@ func TestWatchStoreSkipUpstream(t *testing.T) {
 	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), `--skip-upstream "cache.nixos.org"`) {
 		t.Errorf("--skip-upstream without a scheme: %v, want an error naming it:\n%s", err, out)
 	}
+	bad = exec.Command(cachedBin, "watch-store", "--url", "ftp://127.0.0.1/", "--token-file", tokenFile(t, srv.Token),
+		"--queue-dir", filepath.Join(t.TempDir(), "q"), "--store-root", s.root)
+	bad.Env = s.env
+	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), `--url "ftp://127.0.0.1/"`) {
+		t.Errorf("--url ftp://: %v, want an error naming it at start:\n%s", err, out)
+	}
 }

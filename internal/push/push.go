@@ -89,6 +89,10 @@ type Result struct {
 // StoreDir is the store directory the cache must have.
 const StoreDir = "/nix/store"
 
+// Check reports what Push would refuse in the options (a bad URL, compression or job count),
+// for callers that start pushing much later.
+func (o Options) Check() error { return o.validate() }
+
 func (o *Options) validate() error {
 	u, err := url.Parse(o.URL)
 	if err != nil {

@@ -118,7 +118,7 @@ func TestIgnored(t *testing.T) {
 	if !Ignored("/nix/store/00000000000000000000000000000000-linux-6.1", []string{"linux-*"}) {
 		t.Error("glob linux-* does not match linux-6.1")
 	}
-	c := Config{Ignore: []string{"[unclosed"}}
+	c := Config{Push: push.Options{URL: "http://127.0.0.1:5000"}, Ignore: []string{"[unclosed"}}
 	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "[unclosed") {
 		t.Errorf("a bad glob: %v, want an error naming it", err)
 	}

@@ -53,6 +53,9 @@ type Config struct {
 var DefaultIgnore = []string{"*.drv", "source", "*-source"}
 
 func (c *Config) validate() error {
+	if err := c.Push.Check(); err != nil {
+		return err
+	}
 	for _, u := range c.SkipUpstream {
 		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 			return fmt.Errorf("--skip-upstream %q: want an http or https URL, such as https://cache.nixos.org", u)
