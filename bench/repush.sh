@@ -8,7 +8,8 @@
 #   1. cached push                      (one POST /_cached/exists per 1,000 paths)
 #   2. cached push --head-lookups       (a HEAD per path, as against a server without it)
 #   3. nix copy --to http://cached      (Nix 2.8: a narinfo GET per path)
-# and prints one line per run. `cached push` includes reading the closure from the local store
+# and prints one line per run; the first push, and nix copy --to file:// of the same closure,
+# come first for scale. `cached push` includes reading the closure from the local store
 # (nix-store --check-validity, nix path-info --json -r), which is most of its time.
 set -euo pipefail
 
@@ -66,7 +67,9 @@ measure() { # name command...
 	printf '%-36s %8.3f s  peak RSS %6d KiB\n' "$name" "$(since "$t0")" "$rss"
 }
 
-measure "cached push (first: all missing)" "$SERVER" push --progress lines --compression none --url "$URL" --token-file "$TOKEN_FILE" "$TOP"
+# For scale, the first pushes: many small paths are the other end of bench/push.sh.
+measure "nix copy file://?zstd (first)" nix copy --to "file://$WORK/filecache?compression=zstd" "$TOP"
+measure "cached push (first: all missing)" "$SERVER" push --progress lines --url "$URL" --token-file "$TOKEN_FILE" "$TOP"
 grep -q "pushed $COUNT paths" "$WORK/cached_push__first__all_missing_.log" || die "the first push did not push $COUNT paths"
 for round in 1 2 3; do
 	measure "cached push again #$round" "$SERVER" push --progress lines --url "$URL" --token-file "$TOKEN_FILE" "$TOP"
