@@ -14,6 +14,9 @@ import (
 type notifier struct {
 	f    *os.File
 	kind map[int32]eventKind // by watch descriptor
+	// dbErr is why the database directory is not watched (it may be unreadable to the
+	// watcher's user): lock files and scans still find every path.
+	dbErr error
 }
 
 // newNotifier watches the store directory for lock files being deleted (nix deletes
@@ -36,6 +39,10 @@ func newNotifier(storeDir, dbDir, queueDir string) (*notifier, error) {
 		{queueDir, unix.IN_CREATE | unix.IN_MOVED_TO, queueChanged},
 	} {
 		wd, err := unix.InotifyAddWatch(fd, w.dir, w.mask|unix.IN_ONLYDIR)
+		if err != nil && w.kind == dbChanged {
+			n.dbErr = fmt.Errorf("inotify on %s: %w", w.dir, err)
+			continue
+		}
 		if err != nil {
 			n.f.Close()
 			return nil, fmt.Errorf("inotify on %s: %w", w.dir, err) // wraps ENOENT for a missing directory

@@ -82,4 +82,10 @@ func TestNotifierSeesLockRemoval(t *testing.T) {
 	if _, err := newNotifier(filepath.Join(store, "missing"), db, queue); err == nil {
 		t.Error("a missing store directory: no error")
 	}
+	// An unreadable database directory is watched without: lock files still tell.
+	n2, err := newNotifier(store, filepath.Join(db, "missing"), queue)
+	if err != nil || n2.dbErr == nil {
+		t.Fatalf("a missing database directory: %v, dbErr %v; want a notifier without it", err, n2.dbErr)
+	}
+	n2.Close()
 }

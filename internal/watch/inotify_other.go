@@ -4,7 +4,7 @@ package watch
 
 import "errors"
 
-type notifier struct{}
+type notifier struct{ dbErr error }
 
 // newNotifier fails where there is no inotify: watch-store then finds new paths by its
 // periodic scans alone.

@@ -156,6 +156,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		log.Warn("watching the store without events: new paths wait for the periodic scan", "err", err, "scan_interval", cfg.ScanInterval)
 	} else {
+		if n.dbErr != nil {
+			log.Warn("not watching the nix database: paths made valid without a lock file wait for the periodic scan", "err", n.dbErr, "scan_interval", cfg.ScanInterval)
+		}
 		defer n.Close()
 		go func() {
 			if err := n.run(events); err != nil {
