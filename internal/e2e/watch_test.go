@@ -376,3 +376,46 @@ func TestWatchStoreSkipUpstream(t *testing.T) {
 		t.Errorf("--url ftp://: %v, want an error naming it at start:\n%s", err, out)
 	}
 }
+
+// TestWatchStoreRefusedForGood: a path the server refuses with a 400 (unsigned, where the
+// server requires builders' signatures) leaves the queue for failed/, with the server's reason
+// in its file, and is not retried; a path pushed later still goes through once signed.
+func TestWatchStoreRefusedForGood(t *testing.T) {
+	requireNix(t)
+	dir := t.TempDir()
+	sk, pk := filepath.Join(dir, "builder.sk"), filepath.Join(dir, "builder.pk")
+	if out, err := exec.Command("nix-store", "--generate-binary-cache-key", "builder.test-1", sk, pk).CombinedOutput(); err != nil {
+		t.Fatalf("generate key: %v\n%s", err, out)
+	}
+	srv := startServer(t, t.TempDir(), "--require-upload-sigs", strings.TrimSpace(readFile(t, pk)))
+	n := newNixClient(t, hostOf(srv.URL), srv.Token)
+	s := newWatchStore(t, n)
+	qdir := filepath.Join(t.TempDir(), "queue")
+	w := startWatcher(t, s, srv.URL, tokenFile(t, srv.Token), qdir)
+	top, dep := s.build("unsigned")
+	w.waitLog("moved to failed/", 30*time.Second)
+	topFailed := filepath.Join(qdir, "failed", filepath.Base(top))
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(topFailed); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not in failed/ within 30 s; queue: %v", top, queued(t, qdir))
+		}
+	}
+	requireAbsent(t, srv.URL, top, dep)
+	if q := queued(t, qdir); len(q) != 0 {
+		t.Errorf("queue still holds %v", q)
+	}
+	why, err := os.ReadFile(topFailed)
+	if err != nil || !strings.Contains(string(why), "400") {
+		t.Fatalf("failed/ entry of %s: %v %q, want the server's 400", top, err, why)
+	}
+
+	// Signed, and moved back into the queue: pushed.
+	s.nix("nix", "store", "sign", "--store", s.root, "--key-file", sk, "-r", top)
+	if err := os.Rename(topFailed, filepath.Join(qdir, filepath.Base(top))); err != nil {
+		t.Fatal(err)
+	}
+	waitServed(t, srv.URL, 30*time.Second, top, dep)
+}

@@ -559,6 +559,10 @@ func (p *pusher) round(ctx context.Context) (more bool, err error) {
 		case !isFailed:
 			done = append(done, r)
 		case permanent(ferr):
+			var dep *push.DependencyError
+			if errors.As(ferr, &dep) {
+				ferr = fmt.Errorf("%w: %w", ferr, dep.Err) // the reason, in failed/ too
+			}
 			log.Error("the server can never accept this path as it is; moved to failed/ in the queue directory", "path", r, "err", ferr)
 			if err := p.q.Fail(r, ferr); err != nil {
 				return false, err
