@@ -95,7 +95,9 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
                 ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest \
                 ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader \
                 ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/push:FuzzParseNetrc \
-                ./internal/server:FuzzSimplifyRange ./internal/cache:FuzzNewDecoder; do
+                ./internal/server:FuzzSimplifyRange ./internal/cache:FuzzNewDecoder \
+                ./internal/watch:FuzzNotifierParse \
+                ./internal/server:FuzzParseExistsRequest; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"

@@ -1,4 +1,5 @@
-# NixOS module: services.cached runs `cached serve` (and, optionally, a `cached gc` timer).
+# NixOS module: services.cached runs `cached serve` (and, optionally, a `cached gc` timer);
+# services.cached.push runs `cached watch-store` on a builder, pushing what it builds to a cache.
 #
 # Secrets never enter the Nix store: they are named by path and handed to the unit with
 # LoadCredential, which systemd reads as root and exposes only to the service under
@@ -109,6 +110,17 @@ let
   # Paths of secrets: absolute strings, never Nix path literals, which would be copied into the
   # world-readable store.
   secretPath = types.externalPath;
+
+  pushCfg = cfg.push;
+  pushConfigFile = toml.generate "cached-push.toml" (
+    {
+      url = pushCfg.url;
+      token-file = "/run/credentials/cached-push.service/token";
+      queue-dir = "/var/lib/cached-push";
+      nix = lib.getExe' pushCfg.nixPackage "nix";
+    }
+    // pushCfg.settings
+  );
 in
 {
   options.services.cached = {
@@ -252,104 +264,201 @@ in
         description = "More arguments for `cached gc`.";
       };
     };
-  };
 
-  config = mkIf cfg.enable {
-    assertions = [
-      {
-        assertion = cfg.settings.backend != "s3" || (cfg.settings.s3-bucket or "") != "";
-        message = ''services.cached.settings.backend = "s3" needs services.cached.settings.s3-bucket.'';
-      }
-      {
-        assertion = !cfg.gc.enable || cfg.gc.olderThan != null || cfg.gc.maxSize != null;
-        message = "services.cached.gc.enable needs a policy: set services.cached.gc.olderThan and/or services.cached.gc.maxSize.";
-      }
-      {
-        assertion = cfg.settings.data == "/var/lib/cached" || lib.hasPrefix "/var/lib/cached/" cfg.settings.data;
-        message = "services.cached.settings.data = ${cfg.settings.data} is outside /var/lib/cached, the only directory the service's dynamic user may write to.";
-      }
-    ]
-    ++ map (key: {
-      assertion = !(cfg.settings ? ${key});
-      message = "services.cached.settings.${key} would put a secret into the world-readable Nix store; set CACHED_${
-        lib.toUpper (lib.replaceStrings [ "-" ] [ "_" ] key)
-      }=... in services.cached.environmentFile instead.";
-    }) [
-      "s3-access-key"
-      "s3-secret-key"
-    ];
+    push = {
+      enable = mkEnableOption ''
+        `cached watch-store`, which pushes every store path that becomes valid on this machine
+        (built or substituted) to a cache, through a durable queue in /var/lib/cached-push. It
+        needs no cached server on this machine'';
 
-    services.cached.settings = {
-      secret-key-file = mkIf (secretKeyCredentials != [ ]) (
-        map (c: "${credentialsDir}/${c.name}") secretKeyCredentials
-      );
-      upload-token-file = mkIf (cfg.uploadTokenFile != null) "${credentialsDir}/upload-tokens";
-      admin-token-file = mkIf (cfg.adminTokenFile != null) "${credentialsDir}/admin-token";
-    };
+      url = mkOption {
+        type = types.strMatching "https?://[^?#]+";
+        example = "https://cache.example.org";
+        description = "URL of the cache to push to.";
+      };
 
-    environment.systemPackages = [ cfg.package ];
+      tokenFile = mkOption {
+        type = secretPath;
+        example = "/run/keys/cache-push-token";
+        description = ''
+          File holding a token with write scope, or a netrc file (as nix's netrc-file). Read by
+          systemd and passed as a credential; never copied to the Nix store. It is read again
+          before each push, so replacing it needs no restart.
+        '';
+      };
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ listenPort ];
+      nixPackage = mkOption {
+        type = types.package;
+        default = config.nix.package or pkgs.nix;
+        defaultText = lib.literalExpression "config.nix.package";
+        description = "The nix whose CLI reads the local store (through the nix daemon).";
+      };
 
-    systemd.services.cached = {
-      description = "cached Nix binary cache";
-      wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" ];
-      serviceConfig = hardening // {
-        ExecStart = "${lib.getExe cfg.package} serve --config ${configFile}";
-        Restart = "on-failure";
-        RestartSec = "5s";
-        StateDirectory = "cached";
-        StateDirectoryMode = "0700";
-        LoadCredential = map (c: "${c.name}:${c.path}") credentials;
-        EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
-        LimitNOFILE = 65536;
-        # A user namespace would keep CAP_NET_BIND_SERVICE from applying to the host's network.
-        PrivateUsers = !privilegedPort;
-      }
-      // lib.optionalAttrs privilegedPort {
-        CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" ];
-        AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];
+      settings = mkOption {
+        description = ''
+          More flags of `cached watch-store` (see `cached watch-store --help`), written to its
+          `--config` file, e.g. `jobs`, `compression`, `ignore` (globs on store path names never
+          pushed unless a pushed path refers to them; default `*.drv`, `source`, `*-source`),
+          `skip-upstream` (caches whose paths are not pushed, e.g. `https://cache.nixos.org`),
+          `scan-interval`, `max-backoff`.
+        '';
+        default = { };
+        example = {
+          skip-upstream = [ "https://cache.nixos.org" ];
+          compression = "none";
+          ignore = [
+            "*.drv"
+            "*-source"
+            "*.iso"
+          ];
+        };
+        type = types.submodule { freeformType = toml.type; };
       };
     };
+  };
 
-    systemd.services.cached-gc = mkIf cfg.gc.enable {
-      description = "Garbage-collect the cached Nix binary cache";
-      after = [ "cached.service" ];
-      serviceConfig = hardening // {
-        Type = "oneshot";
-        PrivateUsers = true;
-        LoadCredential = [ "admin-token:${gcAdminToken}" ];
-        ExecStart = lib.concatStringsSep " " (
-          [
-            (lib.getExe cfg.package)
-            "gc"
-            "--url"
-            (lib.escapeShellArg cfg.gc.url)
-            "--admin-token-file"
-            "%d/admin-token"
-          ]
-          ++ lib.optionals (cfg.gc.olderThan != null) [
-            "--older-than"
-            cfg.gc.olderThan
-          ]
-          ++ lib.optionals (cfg.gc.maxSize != null) [
-            "--max-size"
-            (lib.escapeShellArg cfg.gc.maxSize)
-          ]
-          ++ map lib.escapeShellArg cfg.gc.extraArgs
+  config = lib.mkMerge [
+    (mkIf cfg.enable {
+      assertions = [
+        {
+          assertion = cfg.settings.backend != "s3" || (cfg.settings.s3-bucket or "") != "";
+          message = ''services.cached.settings.backend = "s3" needs services.cached.settings.s3-bucket.'';
+        }
+        {
+          assertion = !cfg.gc.enable || cfg.gc.olderThan != null || cfg.gc.maxSize != null;
+          message = "services.cached.gc.enable needs a policy: set services.cached.gc.olderThan and/or services.cached.gc.maxSize.";
+        }
+        {
+          assertion = cfg.settings.data == "/var/lib/cached" || lib.hasPrefix "/var/lib/cached/" cfg.settings.data;
+          message = "services.cached.settings.data = ${cfg.settings.data} is outside /var/lib/cached, the only directory the service's dynamic user may write to.";
+        }
+      ]
+      ++ map (key: {
+        assertion = !(cfg.settings ? ${key});
+        message = "services.cached.settings.${key} would put a secret into the world-readable Nix store; set CACHED_${
+          lib.toUpper (lib.replaceStrings [ "-" ] [ "_" ] key)
+        }=... in services.cached.environmentFile instead.";
+      }) [
+        "s3-access-key"
+        "s3-secret-key"
+      ];
+
+      services.cached.settings = {
+        secret-key-file = mkIf (secretKeyCredentials != [ ]) (
+          map (c: "${credentialsDir}/${c.name}") secretKeyCredentials
         );
+        upload-token-file = mkIf (cfg.uploadTokenFile != null) "${credentialsDir}/upload-tokens";
+        admin-token-file = mkIf (cfg.adminTokenFile != null) "${credentialsDir}/admin-token";
       };
-    };
 
-    systemd.timers.cached-gc = mkIf cfg.gc.enable {
-      wantedBy = [ "timers.target" ];
-      timerConfig = {
-        OnCalendar = cfg.gc.dates;
-        Persistent = true;
-        RandomizedDelaySec = lib.mkDefault "1h";
+      environment.systemPackages = [ cfg.package ];
+
+      networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall [ listenPort ];
+
+      systemd.services.cached = {
+        description = "cached Nix binary cache";
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "network-online.target" ];
+        after = [ "network-online.target" ];
+        serviceConfig = hardening // {
+          ExecStart = "${lib.getExe cfg.package} serve --config ${configFile}";
+          Restart = "on-failure";
+          RestartSec = "5s";
+          StateDirectory = "cached";
+          StateDirectoryMode = "0700";
+          LoadCredential = map (c: "${c.name}:${c.path}") credentials;
+          EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+          LimitNOFILE = 65536;
+          # A user namespace would keep CAP_NET_BIND_SERVICE from applying to the host's network.
+          PrivateUsers = !privilegedPort;
+        }
+        // lib.optionalAttrs privilegedPort {
+          CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" ];
+          AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];
+        };
       };
-    };
-  };
+
+      systemd.services.cached-gc = mkIf cfg.gc.enable {
+        description = "Garbage-collect the cached Nix binary cache";
+        after = [ "cached.service" ];
+        serviceConfig = hardening // {
+          Type = "oneshot";
+          PrivateUsers = true;
+          LoadCredential = [ "admin-token:${gcAdminToken}" ];
+          ExecStart = lib.concatStringsSep " " (
+            [
+              (lib.getExe cfg.package)
+              "gc"
+              "--url"
+              (lib.escapeShellArg cfg.gc.url)
+              "--admin-token-file"
+              "%d/admin-token"
+            ]
+            ++ lib.optionals (cfg.gc.olderThan != null) [
+              "--older-than"
+              cfg.gc.olderThan
+            ]
+            ++ lib.optionals (cfg.gc.maxSize != null) [
+              "--max-size"
+              (lib.escapeShellArg cfg.gc.maxSize)
+            ]
+            ++ map lib.escapeShellArg cfg.gc.extraArgs
+          );
+        };
+      };
+
+      systemd.timers.cached-gc = mkIf cfg.gc.enable {
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = cfg.gc.dates;
+          Persistent = true;
+          RandomizedDelaySec = lib.mkDefault "1h";
+        };
+      };
+    })
+
+    (mkIf pushCfg.enable {
+      assertions = map (key: {
+        assertion = !(pushCfg.settings ? ${key});
+        message = "services.cached.push.settings.${key} is set by the module (from services.cached.push.url, tokenFile and nixPackage; the queue is /var/lib/cached-push).";
+      }) [
+        "url"
+        "token-file"
+        "queue-dir"
+        "nix"
+      ];
+
+      # For `cached push` by hand and `cached push --enqueue` in a post-build hook.
+      environment.systemPackages = [ cfg.package ];
+
+      systemd.services.cached-push = {
+        description = "Push new store paths to the cache at ${pushCfg.url}";
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "network-online.target" ];
+        after = [
+          "network-online.target"
+          "nix-daemon.service"
+        ];
+        serviceConfig = hardening // {
+          ExecStart = "${lib.getExe cfg.package} watch-store --config ${pushConfigFile}";
+          # A name, so that a site restricting nix's allowed-users can allow it.
+          User = "cached-push";
+          Restart = "on-failure";
+          RestartSec = "5s";
+          # The durable queue (which a root post-build hook may add to) and the known paths.
+          StateDirectory = "cached-push";
+          StateDirectoryMode = "0700";
+          CacheDirectory = "cached-push";
+          Environment = [
+            "HOME=%S/cached-push"
+            "XDG_CACHE_HOME=%C/cached-push"
+          ];
+          LoadCredential = [ "token:${pushCfg.tokenFile}" ];
+          PrivateUsers = true;
+          # A long push finishes its current requests; the queue keeps the rest.
+          TimeoutStopSec = "30s";
+        };
+      };
+    })
+  ];
 }

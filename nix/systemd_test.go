@@ -188,6 +188,7 @@ func TestModuleUnits(t *testing.T) {
       gc = { enable = true; olderThan = "30d"; maxSize = "500 GiB"; };
     }`},
 		{"privileged port", `{ enable = true; settings.listen = "[::]:443"; }`},
+		{"push", pushConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := mustEvalModule(t, tc.config)

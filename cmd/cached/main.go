@@ -1,5 +1,5 @@
 // Command cached is a Nix binary cache server. Subcommands: serve, keygen, reindex, gc, verify,
-// pin, token, config check, version, healthcheck. This package holds flags and wiring only; what
+// pin, token, config check, version, push, watch-store, healthcheck. This package holds flags and wiring only; what
 // the cache does lives in internal/.
 package main
 
@@ -35,6 +35,7 @@ type cli struct {
 	ConfigCmd   configCmd      `cmd:"" name:"config" help:"Check a configuration file."`
 	VersionCmd  versionCmd     `cmd:"" name:"version" help:"Print version, commit and Go version."`
 	Push        pushCmd        `cmd:"" help:"Upload the closures of store paths (or ./result links) that the cache lacks, in parallel, references first."`
+	WatchStore  watchStoreCmd  `cmd:"" name:"watch-store" help:"Push every path that becomes valid in the local store, through a durable queue on disk (a service for builders)."`
 	Healthcheck healthcheckCmd `cmd:"" help:"Exit 0 when a running server is ready (GET /readyz answers 200), 1 with the reason otherwise: a container HEALTHCHECK that needs no curl."`
 
 	file *configFile // the loaded --config file; empty when none

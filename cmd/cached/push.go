@@ -8,30 +8,58 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/cached-dev/cached/internal/push"
+	"github.com/cached-dev/cached/internal/watch"
 	"github.com/dustin/go-humanize"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
 
 type pushCmd struct {
-	URL         string   `help:"URL of the cache to push to." required:""`
-	TokenFile   string   `help:"File holding a token with write scope, or a netrc file (as nix's netrc-file): then the password of the machine matching the URL's host." required:"" type:"path"`
+	URL         string   `help:"URL of the cache to push to (required but with --enqueue)."`
+	TokenFile   string   `help:"File holding a token with write scope, or a netrc file (as nix's netrc-file): then the password of the machine matching the URL's host (required but with --enqueue)." type:"path"`
+	Enqueue     bool     `config:"-" help:"Add the paths to the queue of a running cached watch-store (--queue-dir) and return at once, pushing nothing: for a nix post-build-hook."`
+	QueueDir    string   `help:"The watch-store queue directory (with --enqueue)." default:"/var/lib/cached-push" type:"path"`
+	StoreRoot   string   `help:"Root directory of a chroot store (as nix's --store DIR) to push from, instead of /." type:"path"`
 	Jobs        int      `help:"NARs made and uploaded at once (0: twice the CPUs, at most 16)." default:"0"`
 	Compression string   `help:"Compression of uploaded NARs: zstd (through a temporary file), xz (likewise; slow), or none (streamed from the store, no temporary file)." default:"zstd" enum:"zstd,xz,none"`
 	TmpDir      string   `help:"Where compressed NARs wait for their upload (one per job at a time; default: $TMPDIR or /tmp)." type:"path"`
 	Progress    string   `help:"Progress display: auto (a bar on a terminal, lines otherwise), bar, lines." default:"auto" enum:"auto,bar,lines"`
+	CPUProfile  string   `hidden:"" type:"path" help:"Write a CPU profile of the push to this file (go tool pprof)."`
+	HeadLookups bool     `hidden:"" help:"Ask the server what it has with a HEAD per path, even if it answers POST /_cached/exists (to compare the two)."`
 	Nix         string   `help:"The nix binary that reads the local store (nix-store is taken from beside it)." default:"nix"`
-	Paths       []string `arg:"" help:"Store paths or symlinks to them (./result): their closures are pushed." name:"path"`
+	Paths       []string `arg:"" optional:"" help:"Store paths or symlinks to them (./result): their closures are pushed. With --enqueue, a derivation (.drv) stands for its outputs." name:"path"`
 }
 
 func (p *pushCmd) Run(log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if p.Enqueue {
+		return p.enqueue(ctx)
+	}
+	if len(p.Paths) == 0 {
+		return errors.New("push: no path given (give store paths or ./result links)")
+	}
+	if p.CPUProfile != "" {
+		f, err := os.Create(p.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpu-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if p.URL == "" || p.TokenFile == "" {
+		return errors.New("push needs --url and --token-file (or CACHED_URL and CACHED_TOKEN_FILE), unless it is given --enqueue")
+	}
 	token, err := push.ReadToken(p.TokenFile, p.URL)
 	if err != nil {
 		return fmt.Errorf("--token-file: %w", err)
@@ -39,7 +67,7 @@ func (p *pushCmd) Run(log *slog.Logger) error {
 	var roots []string
 	seen := map[string]bool{}
 	for _, arg := range p.Paths {
-		sp, err := push.StorePathOf(arg, push.StoreDir)
+		sp, err := p.storePathOf(arg)
 		if err != nil {
 			return err
 		}
@@ -48,7 +76,7 @@ func (p *pushCmd) Run(log *slog.Logger) error {
 			roots = append(roots, sp)
 		}
 	}
-	infos, err := push.Nix{Bin: p.Nix}.Closure(ctx, roots)
+	infos, err := push.Nix{Bin: p.Nix, Store: p.StoreRoot}.Closure(ctx, roots)
 	if err != nil {
 		return stoppedBy(ctx, err)
 	}
@@ -59,7 +87,7 @@ func (p *pushCmd) Run(log *slog.Logger) error {
 	}
 	res, err := push.Push(ctx, push.Options{
 		URL: p.URL, Token: token, Jobs: p.Jobs, Compression: p.Compression, TempDir: p.TmpDir,
-		Progress: prog, Log: log,
+		StoreRoot: p.StoreRoot, HeadLookups: p.HeadLookups, Progress: prog, Log: log,
 	}, infos)
 	prog.finish()
 	if err != nil {
@@ -77,6 +105,47 @@ func (p *pushCmd) Run(log *slog.Logger) error {
 		}
 		return stoppedBy(ctx, fmt.Errorf("%d of %d paths not pushed", len(res.Failed), len(res.Failed)+len(res.Pushed)))
 	}
+	return nil
+}
+
+// storePathOf resolves a path argument; in a chroot store, a store path is taken as it is.
+func (p *pushCmd) storePathOf(arg string) (string, error) {
+	if p.StoreRoot != "" && strings.HasPrefix(arg, push.StoreDir+"/") {
+		return arg, nil
+	}
+	return push.StorePathOf(arg, push.StoreDir)
+}
+
+// enqueue adds the paths to watch-store's queue. It checks nothing in the store (a hook must
+// return at once; the watcher checks each path before it pushes it), but for asking the store
+// for the outputs of a derivation: Nix 2.8 runs post-build hooks with OUT_PATHS empty, and
+// DRV_PATH is then the only way to them. No path at all (an empty $OUT_PATHS) is no error.
+func (p *pushCmd) enqueue(ctx context.Context) error {
+	q, err := watch.OpenQueue(p.QueueDir, push.StoreDir)
+	if err != nil {
+		return fmt.Errorf("--queue-dir: %w", err)
+	}
+	var paths, drvs []string
+	for _, arg := range p.Paths {
+		sp, err := p.storePathOf(arg)
+		if err != nil {
+			return err
+		}
+		if strings.HasSuffix(sp, ".drv") {
+			drvs = append(drvs, sp)
+		} else {
+			paths = append(paths, sp)
+		}
+	}
+	outs, err := push.Nix{Bin: p.Nix, Store: p.StoreRoot}.Outputs(ctx, drvs)
+	if err != nil {
+		return fmt.Errorf("outputs of %s: %w", strings.Join(drvs, " "), err)
+	}
+	paths = append(paths, outs...)
+	if err := q.Add(paths...); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "queued %d paths in %s\n", len(paths), p.QueueDir)
 	return nil
 }
 

@@ -260,6 +260,8 @@ func TestPushBadInput(t *testing.T) {
 			[]string{"--url", "ftp://127.0.0.1/"}},
 		{"bad compression", []string{"--url", srv.URL, "--token-file", good, "--compression", "bzip2", c.Top},
 			[]string{"--compression", "bzip2"}},
+		{"no URL", []string{"--token-file", good, c.Top}, []string{"--url", "CACHED_URL", "--enqueue"}},
+		{"no path", []string{"--url", srv.URL, "--token-file", good}, []string{"no path given"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := runPush(t, tc.args...)

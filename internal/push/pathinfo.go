@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -95,6 +96,9 @@ func inStore(p, storeDir string) (string, bool) {
 type Nix struct {
 	// Bin is the nix binary ("nix" from PATH if empty); nix-store is looked up beside it.
 	Bin string
+	// Store, if not "", is passed as --store to every command: a chroot store's root
+	// directory, or a store URI.
+	Store string
 }
 
 func (n Nix) bin() string {
@@ -140,6 +144,9 @@ func (n Nix) Closure(ctx context.Context, paths []string) ([]PathInfo, error) {
 }
 
 func (n Nix) run(ctx context.Context, bin string, args ...string) ([]byte, error) {
+	if n.Store != "" {
+		args = append([]string{"--store", n.Store}, args...)
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -149,7 +156,7 @@ func (n Nix) run(ctx context.Context, bin string, args ...string) ([]byte, error
 		if len(msg) > 2000 {
 			msg = msg[len(msg)-2000:]
 		}
-		return nil, fmt.Errorf("%s %s: %w: %s", bin, args[0], err, msg)
+		return nil, fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args[:min(len(args), 4)], " "), err, msg)
 	}
 	return out, nil
 }
@@ -249,4 +256,45 @@ func (j pathInfoJSON) info() (PathInfo, error) {
 		info.CA = *j.CA
 	}
 	return info, nil
+}
+
+// AllValid lists every valid path of the store (nix path-info --all).
+func (n Nix) AllValid(ctx context.Context) ([]string, error) {
+	out, err := n.run(ctx, n.bin(), "--extra-experimental-features", "nix-command", "path-info", "--all")
+	if err != nil {
+		return nil, err
+	}
+	paths := strings.Fields(string(out))
+	for _, p := range paths {
+		if _, _, _, err := narinfo.ParseStorePath(p); err != nil {
+			return nil, fmt.Errorf("nix path-info --all: %q: %w", p, err)
+		}
+	}
+	return paths, nil
+}
+
+// Invalid returns those of paths (store paths) that are not valid in the store, in a few
+// nix-store calls however many paths there are.
+func (n Nix) Invalid(ctx context.Context, paths []string) ([]string, error) {
+	var invalid []string
+	for batch := range slices.Chunk(paths, 1000) {
+		out, err := n.run(ctx, n.storeBin(), append([]string{"--check-validity", "--print-invalid"}, batch...)...)
+		if err != nil {
+			return nil, err
+		}
+		invalid = append(invalid, strings.Fields(string(out))...)
+	}
+	return invalid, nil
+}
+
+// Outputs lists the output paths of derivations (store paths ending in .drv).
+func (n Nix) Outputs(ctx context.Context, drvs []string) ([]string, error) {
+	if len(drvs) == 0 {
+		return nil, nil
+	}
+	out, err := n.run(ctx, n.storeBin(), append([]string{"--query", "--outputs"}, drvs...)...)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(out)), nil
 }

@@ -2,7 +2,9 @@ package push
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -42,8 +44,11 @@ type Options struct {
 	// RetryDelay is the wait before the second attempt, doubled after each (with jitter, at
 	// most 30s, or what Retry-After asks up to that). 0 means 500ms.
 	RetryDelay time.Duration
-	Progress   Progress     // nil: nothing reported
-	Log        *slog.Logger // nil: slog.Default()
+	// HeadLookups makes the push ask with a HEAD per path even of a server that answers
+	// POST /_cached/exists (to compare the two).
+	HeadLookups bool
+	Progress    Progress     // nil: nothing reported
+	Log         *slog.Logger // nil: slog.Default()
 	// Transport, if not nil, replaces the HTTP transport (tests inject faults with it).
 	Transport http.RoundTripper
 }
@@ -83,6 +88,10 @@ type Result struct {
 
 // StoreDir is the store directory the cache must have.
 const StoreDir = "/nix/store"
+
+// Check reports what Push would refuse in the options (a bad URL, compression or job count),
+// for callers that start pushing much later.
+func (o Options) Check() error { return o.validate() }
 
 func (o *Options) validate() error {
 	u, err := url.Parse(o.URL)
@@ -148,7 +157,7 @@ func Push(ctx context.Context, opts Options, paths []PathInfo) (Result, error) {
 	if err := checkCacheInfo(ctx, c); err != nil {
 		return Result{}, err
 	}
-	missing, present, err := lookup(ctx, c, paths, lookups)
+	missing, present, err := lookup(ctx, c, paths, lookups, !opts.HeadLookups)
 	if err != nil {
 		return Result{}, err
 	}
@@ -192,8 +201,89 @@ func checkCacheInfo(ctx context.Context, c *client) error {
 	return fmt.Errorf("%s/nix-cache-info has no StoreDir line: is --url a binary cache?", c.base)
 }
 
-// lookup asks the server, in parallel, which paths it has (HEAD /<hash>.narinfo).
-func lookup(ctx context.Context, c *client, paths []PathInfo, parallel int) (missing []PathInfo, present int, err error) {
+// lookup asks the server which paths it has: in batches (POST /_cached/exists), or with a
+// HEAD /<hash>.narinfo per path, in parallel, from a server that does not answer those.
+func lookup(ctx context.Context, c *client, paths []PathInfo, parallel int, batched bool) (missing []PathInfo, present int, err error) {
+	var has []bool
+	if batched && len(paths) > 0 {
+		has, err = lookupBatched(ctx, c, paths)
+		if err != nil {
+			return nil, 0, err
+		}
+	}
+	if has == nil {
+		if has, err = lookupHeads(ctx, c, paths, parallel); err != nil {
+			return nil, 0, err
+		}
+	}
+	for i, p := range paths {
+		if has[i] {
+			present++
+		} else {
+			missing = append(missing, p)
+		}
+	}
+	return missing, present, nil
+}
+
+// existsBatch is how many hashes one POST /_cached/exists asks about (the server takes up to
+// 10,000; its answer for 1,000 stays well within what the client reads of an answer). Tests
+// lower it.
+var existsBatch = 1000
+
+// lookupBatched asks the server about the paths through POST /_cached/exists. It returns nil,
+// nil when the server refuses the request with a 4xx (a server without the endpoint, a cached
+// too old to have it, which keeps /_cached/ for admin tokens): the caller asks with HEADs.
+func lookupBatched(ctx context.Context, c *client, paths []PathInfo) ([]bool, error) {
+	has := make([]bool, len(paths))
+	index := make(map[string][]int, len(paths))
+	for i, p := range paths {
+		h := p.hashPart()
+		index[h] = append(index[h], i)
+	}
+	for start := 0; start < len(paths); start += existsBatch {
+		batch := paths[start:min(start+existsBatch, len(paths))]
+		req := struct {
+			Hashes []string `json:"hashes"`
+		}{Hashes: make([]string, len(batch))}
+		for i, p := range batch {
+			req.Hashes[i] = p.hashPart()
+		}
+		body, err := json.Marshal(req)
+		if err != nil {
+			return nil, err
+		}
+		var answer bytes.Buffer
+		_, err = c.do(ctx, request{
+			method: http.MethodPost, path: "_cached/exists", contentType: "application/json",
+			size: int64(len(body)), body: func(context.Context) io.Reader { return bytes.NewReader(body) },
+			into: &answer,
+		})
+		var herr *HTTPError
+		if errors.As(err, &herr) && herr.Status >= 400 && herr.Status < 500 {
+			c.log.Debug("the server does not answer POST /_cached/exists; asking with a HEAD per path", "status", herr.Status)
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("asking the server which paths it has: %w", err)
+		}
+		var ans struct {
+			Present []string `json:"present"`
+		}
+		if err := json.Unmarshal(answer.Bytes(), &ans); err != nil {
+			return nil, fmt.Errorf("POST _cached/exists: the answer is not {\"present\": [...]}: %w", err)
+		}
+		for _, h := range ans.Present {
+			for _, i := range index[h] {
+				has[i] = true
+			}
+		}
+	}
+	return has, nil
+}
+
+// lookupHeads asks the server about the paths with a HEAD /<hash>.narinfo each, in parallel.
+func lookupHeads(ctx context.Context, c *client, paths []PathInfo, parallel int) ([]bool, error) {
 	has := make([]bool, len(paths))
 	errs := make([]error, len(paths))
 	ctx, cancel := context.WithCancel(ctx)
@@ -219,16 +309,9 @@ func lookup(ctx context.Context, c *client, paths []PathInfo, parallel int) (mis
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	for i, p := range paths {
-		if has[i] {
-			present++
-		} else {
-			missing = append(missing, p)
-		}
-	}
-	return missing, present, nil
+	return has, nil
 }
 
 // pusher runs one push.
@@ -401,7 +484,7 @@ func (p *pusher) fail(path string, err error) {
 	for _, dep := range append([]string{path}, deps...) {
 		r := PathResult{Path: dep, Err: err}
 		if dep != path {
-			r.Err = fmt.Errorf("depends on %s, which failed", path)
+			r.Err = &DependencyError{Path: path, Err: err}
 		}
 		p.mu.Lock()
 		p.res.Failed = append(p.res.Failed, r)
@@ -411,6 +494,17 @@ func (p *pusher) fail(path string, err error) {
 		}
 	}
 }
+
+// DependencyError is why a path was not pushed when a path in its closure failed.
+type DependencyError struct {
+	Path string // the path that failed
+	Err  error  // why it failed
+}
+
+func (e *DependencyError) Error() string { return fmt.Sprintf("depends on %s, which failed", e.Path) }
+
+// Unwrap lets errors.Is and errors.As see why the dependency failed.
+func (e *DependencyError) Unwrap() error { return e.Err }
 
 func (p *pusher) result() Result {
 	p.mu.Lock()

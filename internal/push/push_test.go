@@ -182,7 +182,7 @@ func TestPushCommitsReferencesFirst(t *testing.T) {
 	}
 }
 
-// TestPushRetriesTransientFailures: a 429 on lookups, a 503 on every NAR's first upload and a
+// TestPushRetriesTransientFailures: a 429 on the lookup, a 503 on every NAR's first upload and a
 // dropped connection on every narinfo's first upload are retried; everything gets in.
 func TestPushRetriesTransientFailures(t *testing.T) {
 	url := startCache(t)
@@ -192,7 +192,7 @@ func TestPushRetriesTransientFailures(t *testing.T) {
 			return nil, nil
 		}
 		switch {
-		case req.Method == http.MethodHead:
+		case req.Method == http.MethodPost:
 			return answer(http.StatusTooManyRequests, "slow down"), nil
 		case req.Method == http.MethodPut && strings.HasPrefix(req.URL.Path, "/nar/"):
 			return answer(http.StatusServiceUnavailable, "storage temporarily unavailable"), nil
@@ -275,5 +275,78 @@ func TestPushStopsOnRefusedToken(t *testing.T) {
 	}
 	if puts > 4 {
 		t.Fatalf("%d PUTs after the first 401, want the push stopped", puts)
+	}
+}
+
+// countServed counts the requests that reached the server whose "METHOD path" starts with prefix.
+func (f *faultyTransport) countServed(prefix string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, s := range f.served {
+		if strings.HasPrefix(s, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPushLookupBatched: a push asks a cached server what it has in one POST /_cached/exists
+// per batch of paths (1,000; 20 here) and no HEAD; with HeadLookups, with a HEAD per path. Both
+// find the same.
+func TestPushLookupBatched(t *testing.T) {
+	defer func(n int) { existsBatch = n }(existsBatch)
+	existsBatch = 20
+	url := startCache(t)
+	root, infos := closureOf(t, 50)
+	half := infos[:30]
+	if _, err := Push(context.Background(), Options{URL: url, Token: testToken, Compression: "none", StoreRoot: root}, half); err != nil {
+		t.Fatal(err)
+	}
+	for _, heads := range []bool{false, true} {
+		tr := newFaulty(nil)
+		res, err := Push(context.Background(), Options{URL: url, Token: testToken, Compression: "none", StoreRoot: root, Transport: tr, HeadLookups: heads}, half)
+		if err != nil || res.Present != len(half) || len(res.Pushed) != 0 {
+			t.Fatalf("push again (head lookups %v): %v, %d present, %d pushed", heads, err, res.Present, len(res.Pushed))
+		}
+		posts, hs := tr.countServed("POST /_cached/exists 200"), tr.countServed("HEAD ")
+		if heads && (posts != 0 || hs != len(half)) || !heads && (posts != 2 || hs != 0) {
+			t.Errorf("head lookups %v: %d POSTs, %d HEADs", heads, posts, hs)
+		}
+	}
+	// 50 paths, 30 present: three POSTs.
+	tr := newFaulty(nil)
+	res, err := Push(context.Background(), Options{URL: url, Token: testToken, Compression: "none", StoreRoot: root, Transport: tr}, infos)
+	if err != nil || res.Present != 30 || len(res.Pushed) != 20 || len(res.Failed) != 0 {
+		t.Fatalf("push of all: %v, %d present, %d pushed, %d failed", err, res.Present, len(res.Pushed), len(res.Failed))
+	}
+	if posts := tr.countServed("POST /_cached/exists 200"); posts != 3 {
+		t.Errorf("%d POSTs for 50 paths, want 3", posts)
+	}
+}
+
+// TestPushLookupFallsBack: a server that refuses POST /_cached/exists (404 or 405: a binary
+// cache without it; 403: an older cached, which keeps /_cached/ for admin tokens) is asked
+// with HEADs, and the push completes. The refusals are injected: the real server has the
+// endpoint.
+func TestPushLookupFallsBack(t *testing.T) {
+	for _, status := range []int{http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusForbidden} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			url := startCache(t)
+			root, infos := closureOf(t, 5)
+			tr := newFaulty(func(req *http.Request, attempt int) (*http.Response, error) {
+				if req.Method == http.MethodPost {
+					return answer(status, "no"), nil
+				}
+				return nil, nil
+			})
+			res, err := Push(context.Background(), Options{URL: url, Token: testToken, StoreRoot: root, Transport: tr}, infos)
+			if err != nil || len(res.Pushed) != len(infos) {
+				t.Fatalf("push: %v, %d pushed of %d", err, len(res.Pushed), len(infos))
+			}
+			if hs := tr.countServed("HEAD /"); hs < len(infos) {
+				t.Errorf("%d HEAD lookups, want one per path (%d)", hs, len(infos))
+			}
+		})
 	}
 }

@@ -107,6 +107,7 @@ func New(cfg Config) *Server {
 	r.Get("/metrics", s.serveMetrics)
 	r.Get("/nix-cache-info", s.getCacheInfo)
 	r.With(s.requireUpload).Put("/nix-cache-info", s.putCacheInfo)
+	r.With(s.requireUpload).Post("/_cached/exists", s.postExists) // exists.go
 
 	r.Get("/{file}", s.getTopLevel) // <hash>.narinfo, <hash>.ls
 	r.With(s.requireUpload).Put("/{file}", s.putTopLevel)
