@@ -11,6 +11,7 @@ import (
 	neturl "net/url"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -32,7 +33,7 @@ type serveCmd struct {
 	MaxUploadSize     byteSize      `help:"Largest NAR upload accepted (e.g. 64GiB)." default:"64GiB"`
 	MaxNarSize        byteSize      `help:"Largest NAR accepted once decompressed (a small compressed upload may expand to far more); over it 413, nothing stored." default:"64GiB"`
 	MaxMetaSize       byteSize      `help:"Largest narinfo, listing, log or realisation upload, after decoding." default:"8MiB"`
-	DecoderMemory     byteSize      `help:"Memory the decoders of concurrent uploads may reserve together (the xz dictionaries and zstd or brotli windows their streams declare); an upload that does not fit waits up to 10s, then gets 503 with Retry-After, one that never could gets 413. 0: a quarter of the cgroup's memory.max or of the machine's memory, at least 256MiB." default:"0"`
+	DecoderMemory     byteSize      `help:"Memory the decoders of concurrent uploads may reserve together (the xz dictionaries and zstd or brotli windows their streams declare); an upload that does not fit waits up to 10s, then gets 503 with Retry-After, one that never could gets 413. 0: a quarter of the cgroup's memory.max or of the machine's memory, at least 256MiB. Go's memory limit is set to this plus 128MiB, unless GOMEMLIMIT is set." default:"0"`
 	ShutdownTimeout   time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"60s"`
 	StoreCompression  string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
 	ZstdLevel         int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
@@ -91,6 +92,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		decoderMemory = membudget.DefaultSize()
 	}
 	budget := membudget.New(decoderMemory, decoderMemoryWait)
+	if os.Getenv("GOMEMLIMIT") == "" { // an operator's GOMEMLIMIT wins
+		debug.SetMemoryLimit(membudget.GoMemoryLimit(decoderMemory))
+	}
 	shared := c.Backend == "s3" // replicas may share the bucket
 	st, err := c.open(ctx, log, cache.Options{
 		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel, Recompressions: c.Recompressions,
@@ -212,7 +216,7 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	if adminCreated {
 		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", adminPath)
 	}
-	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKeys", publicKeys(st.keys), "decoderMemory", byteSize(decoderMemory).String())
+	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKeys", publicKeys(st.keys), "decoderMemory", byteSize(decoderMemory).String(), "goMemoryLimit", byteSize(debug.SetMemoryLimit(-1)).String())
 
 	if c.PprofListen != "" {
 		pln, err := net.Listen("tcp", c.PprofListen)

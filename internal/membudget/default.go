@@ -70,3 +70,12 @@ func cgroupLimit(selfCgroup string, read func(string) (string, error)) int64 {
 		dir = path.Dir(dir)
 	}
 }
+
+// GoHeadroom is what the Go memory limit GoMemoryLimit sets allows beyond the decoder budget:
+// the index's caches, connection buffers, recompression encoders and the runtime itself.
+const GoHeadroom = 128 << 20
+
+// GoMemoryLimit is the soft limit for Go's heap that keeps a server's memory near its decoder
+// budget: without one, the collector lets the heap grow to about twice what is live, so that
+// dictionaries of finished uploads, garbage not yet collected, double the budget's bound.
+func GoMemoryLimit(budget int64) int64 { return budget + GoHeadroom }
