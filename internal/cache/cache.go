@@ -85,13 +85,14 @@ func New(ctx context.Context, b backend.Backend, ix *index.Index, key signing.Se
 // Backend returns the backend the cache stores into.
 func (c *Cache) Backend() backend.Backend { return c.backend }
 
-// NarInfo returns the narinfo served for a store path hash, or ErrNotFound. It reads only the
-// index: misses are the common case for a substituter and must stay cheap. The narinfo carries a
-// signature by every current signing key (see signServed).
-func (c *Cache) NarInfo(hash string) ([]byte, error) {
+// NarInfo returns the narinfo served for a store path hash, or ErrNotFound. It reads the index;
+// on replicas sharing a backend a miss also looks in the backend (at most once per NegativeTTL
+// for a hash), which ctx bounds: misses are the common case for a substituter and must stay
+// cheap. The narinfo carries a signature by every current signing key (see signServed).
+func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	text, err := c.index.NarInfo(hash)
 	if errors.Is(err, index.ErrNotFound) {
-		if err := c.readThrough(context.Background(), hash); err != nil {
+		if err := c.readThrough(ctx, hash); err != nil {
 			return nil, err
 		}
 		text, err = c.index.NarInfo(hash)
@@ -106,12 +107,12 @@ func (c *Cache) NarInfo(hash string) ([]byte, error) {
 }
 
 // HasNarInfo is NarInfo without the copy, for HEAD.
-func (c *Cache) HasNarInfo(hash string) (bool, error) {
+func (c *Cache) HasNarInfo(ctx context.Context, hash string) (bool, error) {
 	ok, err := c.index.HasNarInfo(hash)
 	if err != nil || ok {
 		return ok, err
 	}
-	if err := c.readThrough(context.Background(), hash); err != nil {
+	if err := c.readThrough(ctx, hash); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return false, nil
 		}
