@@ -368,6 +368,7 @@ type fastRequest struct {
 	ifNoneMatch []byte
 	requestID   []byte
 	close       bool // Connection: close
+	auth        bool // an Authorization header
 	conditional bool // a Range or an If-* header other than If-None-Match
 }
 
@@ -450,6 +451,8 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 				return false
 			}
 			r.ifNoneMatch = value
+		case asciiEqualFold(name, "authorization"):
+			r.auth = true
 		case asciiEqualFold(name, "x-request-id"):
 			if r.requestID == nil { // the first, as the router's Header.Get
 				r.requestID = value
@@ -552,8 +555,10 @@ func isHostChar(c byte) bool {
 func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 	start := time.Now()
 	hash := string(req.hash)
-	text, err := f.s.cache.NarInfo(f.ctx, hash)
-	if err != nil && err != cache.ErrNotFound {
+	// A request with credentials may not be answered from an upstream (a write token's): the
+	// router checks the token.
+	text, pulled, err := f.s.lookupNarInfo(f.ctx, hash, !req.auth)
+	if err != nil && err != cache.ErrNotFound || err != nil && req.auth && f.s.pull != nil {
 		return false
 	}
 	id := req.id()
@@ -570,7 +575,9 @@ func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 			sent = int64(len(notFoundBody))
 		}
 	default:
-		f.s.cache.Touch(hash)
+		if !pulled {
+			f.s.cache.Touch(hash)
+		}
 		etag := narInfoETag(text)
 		if req.ifNoneMatch != nil && string(req.ifNoneMatch) == etag {
 			status = http.StatusNotModified

@@ -18,8 +18,9 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 	}
 	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
 	// download (Range) sees the same one.
-	found := s.serveObjectOr(w, r, name, "application/x-nix-nar", s.hdr.narCache, `"`+nn.FileHash+`"`, func() bool {
-		return s.serveUploadedName(w, r, name)
+	etag := `"` + nn.FileHash + `"`
+	found := s.serveObjectOr(w, r, name, "application/x-nix-nar", s.hdr.narCache, etag, func() bool {
+		return s.serveUploadedName(w, r, name) || s.servePulledNar(w, r, name, etag)
 	})
 	if found && r.Method == http.MethodGet {
 		s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
