@@ -511,27 +511,45 @@ func TestPullThroughSickUpstream(t *testing.T) {
 		t.Errorf("/metrics does not show the breaker open")
 	}
 
-	// Dying mid-body.
-	up := newFileUpstream(t)
-	u := newUpload(t, "dies", "xz")
-	up.publish(t, u)
-	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Path != u.NarPath {
-			return false
-		}
-		w.Header().Set("Content-Length", itoa(len(u.File)))
-		w.WriteHeader(http.StatusOK)
-		w.Write(u.File[:len(u.File)/2])
-		panic(http.ErrAbortHandler)
-	})
-	c2 := newPullCache(t, []signing.PublicKey{up.key.Public()}, nil, up.srv.URL)
-	mustStatus(t, "GET narinfo", c2.get(t, u.NarInfoPath()), http.StatusOK)
-	start := time.Now()
-	r, err := c2.try(http.MethodGet, u.NarPath, nil)
-	if err == nil && r.Status == http.StatusOK {
-		t.Fatalf("a NAR cut mid-body upstream: a complete 200 of %d bytes", len(r.Body))
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("a NAR cut mid-body took %s to fail", d)
+	// Dying, or stalling, mid-body.
+	for _, tc := range []struct {
+		name string
+		end  func()
+	}{
+		{"dies", func() { panic(http.ErrAbortHandler) }},
+		{"stalls", func() { time.Sleep(3 * time.Second) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newFileUpstream(t)
+			u := newUpload(t, tc.name, "xz")
+			up.publish(t, u)
+			up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.URL.Path != u.NarPath {
+					return false
+				}
+				w.Header().Set("Content-Length", itoa(len(u.File)))
+				w.WriteHeader(http.StatusOK)
+				w.Write(u.File[:len(u.File)/2])
+				w.(http.Flusher).Flush()
+				tc.end()
+				return true
+			})
+			const idle = 300 * time.Millisecond
+			c2 := newPullCache(t, []signing.PublicKey{up.key.Public()}, func(pc *upstream.Config) { pc.Timeouts.Idle = idle }, up.srv.URL)
+			mustStatus(t, "GET narinfo", c2.get(t, u.NarInfoPath()), http.StatusOK)
+			start := time.Now()
+			r, err := c2.try(http.MethodGet, u.NarPath, nil)
+			if err == nil && r.Status == http.StatusOK {
+				t.Fatalf("a NAR cut mid-body upstream: a complete 200 of %d bytes", len(r.Body))
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("a NAR cut mid-body took %s to fail (idle timeout %s)", d, idle)
+			}
+			for _, f := range c2.files(t) {
+				if strings.HasPrefix(f, "nar/") {
+					t.Fatalf("a NAR cut mid-body left %s in the backend", f)
+				}
+			}
+		})
 	}
 }
