@@ -169,7 +169,7 @@ func (c *Cache) PutNar(ctx context.Context, name string, body io.Reader) (index.
 	if err != nil {
 		return index.NarRecord{}, &InputError{Field: "URL", Err: err}
 	}
-	return c.putNar(ctx, nn, c.opts.storedCompression(nn.Compression), body, nil)
+	return c.putNar(ctx, nn, c.opts.storedCompression(nn.Compression), body, nil, nil)
 }
 
 // NarWant is what a NAR must decompress to: sha256:<nix32> and its size.
@@ -179,7 +179,9 @@ type NarWant struct {
 }
 
 // putNar is PutNar storing in target compression, the NAR checked against want if not nil.
-func (c *Cache) putNar(ctx context.Context, nn NarName, target string, body io.Reader, want *NarWant) (index.NarRecord, error) {
+// verified, if not nil, is called once the NAR has verified and is staged, before it is
+// committed.
+func (c *Cache) putNar(ctx context.Context, nn NarName, target string, body io.Reader, want *NarWant, verified func()) (index.NarRecord, error) {
 	name := nn.Name
 	// Uploads land under a staging name: the stored name depends on the hash of the recompressed
 	// bytes, known only at the end, and a NAR that is already stored must not be stored twice.
@@ -189,6 +191,9 @@ func (c *Cache) putNar(ctx context.Context, nn NarName, target string, body io.R
 	res, err := c.ingest(ctx, nn, target, body, want, func(r io.Reader) error { return c.backend.Save(ctx, saveAs, r) })
 	if err != nil {
 		return index.NarRecord{}, err
+	}
+	if verified != nil {
+		verified()
 	}
 	fh, err := narinfo.ParseHash(res.stored.FileHash)
 	if err != nil {

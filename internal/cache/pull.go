@@ -56,15 +56,16 @@ func (c *Cache) PrepPulled(ni *narinfo.NarInfo) (NarName, error) {
 // streams that it hashes to ni's FileHash and decompresses to its NarHash and NarSize; then it
 // commits ni, as PutNar and PutNarInfo do for an upload. A nil body means the NAR is stored
 // already. Nothing is committed unless everything verifies; a refusal is an InputError. stored is
-// false when a narinfo for the path was committed first.
-func (c *Cache) PutPulled(ctx context.Context, ni *narinfo.NarInfo, body io.Reader) (stored bool, err error) {
+// false when a narinfo for the path was committed first. verified, if not nil, is called as soon
+// as the NAR has verified, before the commit: what was read of body is then known good.
+func (c *Cache) PutPulled(ctx context.Context, ni *narinfo.NarInfo, body io.Reader, verified func()) (stored bool, err error) {
 	nn, err := ParseNarName(ni.URL)
 	if err != nil {
 		return false, &InputError{Field: "URL", Err: err}
 	}
 	if body != nil {
 		want := &NarWant{NarHash: ni.NarHash.String(), NarSize: ni.NarSize}
-		if _, err := c.putNar(ctx, nn, nn.Compression, body, want); err != nil {
+		if _, err := c.putNar(ctx, nn, nn.Compression, body, want, verified); err != nil {
 			return false, err
 		}
 	}

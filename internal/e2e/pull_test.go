@@ -143,8 +143,15 @@ func TestPullThroughNginxUpstream(t *testing.T) {
 		if !strings.Contains(ngx.requests(), "GET /"+hashOf(p)+".narinfo") {
 			t.Fatalf("nginx was never asked for %s:\n%s", p, ngx.requests())
 		}
-		if _, err := os.Stat(filepath.Join(data, "store", hashOf(p)+".narinfo")); err != nil {
-			t.Fatalf("cached did not store the pulled narinfo of %s: %v", p, err)
+		// Committed a moment after the client had the NAR (once it verified).
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			_, err := os.Stat(filepath.Join(data, "store", hashOf(p)+".narinfo"))
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cached did not store the pulled narinfo of %s: %v", p, err)
+			}
 		}
 	}
 	// Served as pulled, the upstream's signature kept: clients trusting either key substitute.

@@ -135,8 +135,7 @@ func TestPullThroughServesVerifiesAndStores(t *testing.T) {
 	// Stored: a request with the write token (never pulled for) sees the committed narinfo, and
 	// the NAR is served from the store once the upstream is gone.
 	up.srv.Close()
-	r := tc.get(t, u.NarInfoPath(), withBasicAuth("nix", testToken))
-	mustStatus(t, "GET narinfo (write token) after the pull", r, http.StatusOK)
+	r := committedNarInfo(t, tc, u)
 	stored := tc.parseServed(t, r.Body)
 	if !hasSig(stored, up.key.Public()) {
 		t.Fatalf("stored narinfo lost the upstream's signature: %v", stored.Sigs)
@@ -154,6 +153,22 @@ func TestPullThroughServesVerifiesAndStores(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// committedNarInfo waits for the narinfo of a pulled path to be committed (a client has its NAR
+// as soon as it verified, a moment before the commit), and returns it as a request with the write
+// token, which is never pulled for, gets it.
+func committedNarInfo(t *testing.T, tc *testCache, u *upload) *response {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := tc.get(t, u.NarInfoPath(), withBasicAuth("nix", testToken))
+		if r.Status == http.StatusOK || time.Now().After(deadline) {
+			mustStatus(t, "GET narinfo (write token) after the pull", r, http.StatusOK)
+			return r
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -385,7 +400,7 @@ func TestPullThroughOneFetchForConcurrentClients(t *testing.T) {
 	if n := up.count(u.NarPath); n != 1 {
 		t.Fatalf("upstream got %d GETs of the NAR, want 1", n)
 	}
-	c.checkServedNar(t, c.parseServed(t, c.get(t, u.NarInfoPath(), withBasicAuth("nix", testToken)).Body), u.NAR)
+	c.checkServedNar(t, c.parseServed(t, committedNarInfo(t, c, u).Body), u.NAR)
 }
 
 type statusErr struct{ status int }

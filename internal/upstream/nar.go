@@ -26,10 +26,11 @@ type fetch struct {
 	size  int64 // the file's size per its narinfo; -1 when the narinfo says none
 	spool *os.File
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	written int64
-	done    bool
+	mu       sync.Mutex
+	cond     *sync.Cond
+	written  int64
+	verified bool // every byte written verified: clients may have them all, whatever follows
+	done     bool
 	err     error // why the fetch failed, once done
 	readers int   // the spool is closed when the fetch is done and no reader is left
 }
@@ -140,7 +141,7 @@ func (p *Puller) runFetch(f *fetch, pe *pending) error {
 		limit = int64(ni.NarSize) + int64(ni.NarSize)/8 + 1<<20
 	}
 	body := io.TeeReader(io.LimitReader(resp.Body, limit), f)
-	_, err = p.store.PutPulled(p.ctx, ni, body)
+	_, err = p.store.PutPulled(p.ctx, ni, body, f.verify)
 	if err != nil {
 		var ie *cache.InputError
 		result := resultOf(err)
@@ -170,7 +171,7 @@ func (p *Puller) runFetch(f *fetch, pe *pending) error {
 		}
 		oni, err := narinfo.Parse(o.text)
 		if err == nil {
-			_, err = p.store.PutPulled(p.ctx, oni, nil)
+			_, err = p.store.PutPulled(p.ctx, oni, nil, nil)
 		}
 		if err != nil {
 			p.log.Warn("committing a pulled narinfo sharing a NAR", "storePath", o.ni.StorePath, "nar", f.name, "err", err)
@@ -193,6 +194,17 @@ func (f *fetch) Write(b []byte) (int, error) {
 		return n, fmt.Errorf("spool of %s: %w", f.name, err)
 	}
 	return n, nil
+}
+
+// verify is called when the cache has verified the NAR, before it commits it: the clients need
+// not wait for the commit (a failure there costs the store, not them, the bytes).
+func (f *fetch) verify() {
+	f.mu.Lock()
+	if f.size < 0 || f.written == f.size {
+		f.verified = true
+	}
+	f.cond.Broadcast()
+	f.mu.Unlock()
 }
 
 func (f *fetch) finish(err error) {
@@ -226,7 +238,7 @@ var errPulledNarFailed = errors.New("pulled NAR failed")
 // its last byte, and never the whole file its narinfo announces (an upstream sending more than
 // that must not complete a client's answer before the verdict). f.mu is held.
 func (f *fetch) readable() int64 {
-	if f.done {
+	if f.verified || f.done && f.err == nil {
 		return f.written
 	}
 	n := f.written - 1
@@ -240,7 +252,7 @@ func (r *follower) Read(b []byte) (int, error) {
 	f := r.f
 	f.mu.Lock()
 	for {
-		if f.done && f.err != nil {
+		if f.done && f.err != nil && !f.verified {
 			err := f.err
 			f.mu.Unlock()
 			return 0, fmt.Errorf("%w: %w", errPulledNarFailed, err)
@@ -249,7 +261,7 @@ func (r *follower) Read(b []byte) (int, error) {
 		if avail > 0 {
 			break
 		}
-		if f.done {
+		if f.done || f.verified {
 			f.mu.Unlock()
 			return 0, io.EOF
 		}

@@ -27,7 +27,7 @@ import (
 // Store is what pull-through stores into: a *cache.Cache.
 type Store interface {
 	PrepPulled(ni *narinfo.NarInfo) (cache.NarName, error)
-	PutPulled(ctx context.Context, ni *narinfo.NarInfo, body io.Reader) (bool, error)
+	PutPulled(ctx context.Context, ni *narinfo.NarInfo, body io.Reader, verified func()) (bool, error)
 	HasNarObject(ctx context.Context, name string) bool
 	NarInfo(ctx context.Context, hash string) ([]byte, error)
 }
@@ -331,7 +331,7 @@ func (p *Puller) accept(ctx context.Context, u *upstream, ni *narinfo.NarInfo) (
 	}
 	hash := ni.HashPart()
 	if p.store.HasNarObject(ctx, nn.Name) {
-		if _, err := p.store.PutPulled(ctx, ni, nil); err != nil {
+		if _, err := p.store.PutPulled(ctx, ni, nil, nil); err != nil {
 			p.log.Warn("committing a pulled narinfo whose NAR is stored", "storePath", ni.StorePath, "nar", nn.Name, "err", err)
 		} else if text, err := p.store.NarInfo(ctx, hash); err == nil {
 			p.log.Info("pulled narinfo; NAR already stored", "upstream", u.name, "storePath", ni.StorePath)
