@@ -124,6 +124,9 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 	prodErr := make(chan error, 1)
 	go func() {
 		err := produce()
+		if err == nil && want != nil && want.Verified != nil {
+			want.Verified()
+		}
 		pw.CloseWithError(err) // nil closes with EOF: the stream ends only if everything verified
 		prodErr <- err
 	}()
@@ -169,19 +172,20 @@ func (c *Cache) PutNar(ctx context.Context, name string, body io.Reader) (index.
 	if err != nil {
 		return index.NarRecord{}, &InputError{Field: "URL", Err: err}
 	}
-	return c.putNar(ctx, nn, c.opts.storedCompression(nn.Compression), body, nil, nil)
+	return c.putNar(ctx, nn, c.opts.storedCompression(nn.Compression), body, nil)
 }
 
 // NarWant is what a NAR must decompress to: sha256:<nix32> and its size.
 type NarWant struct {
 	NarHash string
 	NarSize uint64
+	// Verified, if not nil, is called as soon as every byte of the file has been read and
+	// verified, before it is stored durably and committed.
+	Verified func()
 }
 
 // putNar is PutNar storing in target compression, the NAR checked against want if not nil.
-// verified, if not nil, is called once the NAR has verified and is staged, before it is
-// committed.
-func (c *Cache) putNar(ctx context.Context, nn NarName, target string, body io.Reader, want *NarWant, verified func()) (index.NarRecord, error) {
+func (c *Cache) putNar(ctx context.Context, nn NarName, target string, body io.Reader, want *NarWant) (index.NarRecord, error) {
 	name := nn.Name
 	// Uploads land under a staging name: the stored name depends on the hash of the recompressed
 	// bytes, known only at the end, and a NAR that is already stored must not be stored twice.
@@ -191,9 +195,6 @@ func (c *Cache) putNar(ctx context.Context, nn NarName, target string, body io.R
 	res, err := c.ingest(ctx, nn, target, body, want, func(r io.Reader) error { return c.backend.Save(ctx, saveAs, r) })
 	if err != nil {
 		return index.NarRecord{}, err
-	}
-	if verified != nil {
-		verified()
 	}
 	fh, err := narinfo.ParseHash(res.stored.FileHash)
 	if err != nil {

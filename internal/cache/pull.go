@@ -57,15 +57,16 @@ func (c *Cache) PrepPulled(ni *narinfo.NarInfo) (NarName, error) {
 // commits ni, as PutNar and PutNarInfo do for an upload. A nil body means the NAR is stored
 // already. Nothing is committed unless everything verifies; a refusal is an InputError. stored is
 // false when a narinfo for the path was committed first. verified, if not nil, is called as soon
-// as the NAR has verified, before the commit: what was read of body is then known good.
+// as the NAR has verified, before it is stored durably and committed: what was read of body is
+// then known good.
 func (c *Cache) PutPulled(ctx context.Context, ni *narinfo.NarInfo, body io.Reader, verified func()) (stored bool, err error) {
 	nn, err := ParseNarName(ni.URL)
 	if err != nil {
 		return false, &InputError{Field: "URL", Err: err}
 	}
 	if body != nil {
-		want := &NarWant{NarHash: ni.NarHash.String(), NarSize: ni.NarSize}
-		if _, err := c.putNar(ctx, nn, nn.Compression, body, want, verified); err != nil {
+		want := &NarWant{NarHash: ni.NarHash.String(), NarSize: ni.NarSize, Verified: verified}
+		if _, err := c.putNar(ctx, nn, nn.Compression, body, want); err != nil {
 			return false, err
 		}
 	}
