@@ -31,8 +31,8 @@ type fetch struct {
 	written  int64
 	verified bool // every byte written verified: clients may have them all, whatever follows
 	done     bool
-	err     error // why the fetch failed, once done
-	readers int   // the spool is closed when the fetch is done and no reader is left
+	err      error // why the fetch failed, once done
+	readers  int   // the spool is closed when the fetch is done and no reader is left
 }
 
 // PendingNar reports whether name is the NAR of a pulled narinfo not stored yet, and its size
