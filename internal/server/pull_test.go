@@ -281,6 +281,15 @@ func TestPullThroughRefusesUntrustedNarInfos(t *testing.T) {
 	up.write(t, unsigned.Hash+".narinfo", unsigned.Text())
 	malformed := newUpload(t, "malformed", "xz")
 	up.write(t, malformed.Hash+".narinfo", []byte("StorePath: /nix/store/"+malformed.Hash+"-malformed\nNarSize: x\n"))
+	// Well signed (the URL is not covered by the signature), but pointing elsewhere.
+	elsewhere := newUpload(t, "elsewhere", "xz")
+	elsewhere.Info.URL = "http://127.0.0.1:1/" + elsewhere.Info.URL
+	trusted, _ := signing.Generate("trusted-1")
+	tc2 := newPullCache(t, []signing.PublicKey{trusted.Public()}, nil, up.srv.URL)
+	ni := elsewhere.Info
+	ni.Sigs = []string{trusted.Sign(ni.Fingerprint())}
+	up.write(t, elsewhere.Hash+".narinfo", ni.Bytes())
+	mustStatus(t, "GET narinfo whose URL names another host", tc2.get(t, elsewhere.NarInfoPath()), http.StatusNotFound)
 	for _, u := range []*upload{signed, unsigned, malformed} {
 		mustStatus(t, "GET "+u.NarInfoPath(), tc.get(t, u.NarInfoPath()), http.StatusNotFound)
 		mustStatus(t, "GET "+u.NarPath, tc.get(t, u.NarPath), http.StatusNotFound)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -300,6 +301,11 @@ func (p *Puller) check(hash string, body []byte) (*narinfo.NarInfo, error) {
 	}
 	if ni.HashPart() != hash {
 		return nil, &badNarInfo{"invalid", fmt.Errorf("asked for %s, got %s", hash, ni.StorePath)}
+	}
+	// The NAR is fetched from the upstream that served the narinfo, never from wherever its URL
+	// (which no signature covers) points.
+	if ref, err := url.Parse(ni.URL); err != nil || ref.IsAbs() || ref.Host != "" || strings.HasPrefix(ni.URL, "/") {
+		return nil, &badNarInfo{"invalid", fmt.Errorf("URL %q of %s is not relative to the upstream", ni.URL, ni.StorePath)}
 	}
 	fp := ni.Fingerprint()
 	for _, sig := range ni.Sigs {
