@@ -95,7 +95,7 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
                 ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest \
                 ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader \
                 ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/push:FuzzParseNetrc \
-                ./internal/server:FuzzSimplifyRange; do
+                ./internal/server:FuzzSimplifyRange ./internal/upstream:FuzzCheck; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"
