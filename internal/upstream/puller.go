@@ -223,7 +223,7 @@ func (p *Puller) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 
 // lookup asks the upstreams in order for the narinfo of hash.
 func (p *Puller) lookup(ctx context.Context, hash string) ([]byte, error) {
-	allMissed := true
+	allMissed := true // every upstream answered, and none with a good narinfo
 	for _, u := range p.upstreams {
 		ni, err := p.fetchNarInfo(ctx, u, hash)
 		switch {
@@ -233,11 +233,12 @@ func (p *Puller) lookup(ctx context.Context, hash string) ([]byte, error) {
 		case errors.Is(err, errBreakerOpen):
 			allMissed = false
 		default:
-			allMissed = false
 			var bad *badNarInfo
 			if errors.As(err, &bad) {
+				// A definite answer, if a useless one: remembered as a miss like a 404.
 				p.log.Warn("upstream narinfo refused", "upstream", u.name, "hash", hash, "reason", bad.reason, "err", bad.err)
 			} else {
+				allMissed = false
 				p.log.Warn("upstream narinfo lookup failed", "upstream", u.name, "hash", hash, "err", err)
 			}
 		}
