@@ -10,7 +10,9 @@
 #      each row the median of BENCH_PULL_REPEAT rounds; the ratios are direct time / row time;
 #   3. BENCH_PULL_CLIENTS (32) clients GET one cold NAR of BENCH_PULL_BIG_MIB (500) MiB at once
 #      from a fresh cached: the upstream GETs of it (from nginx's access log, want 1), whether
-#      every client got the same bytes with the narinfo's FileHash, and cached's peak RSS.
+#      every client got the same bytes with the narinfo's FileHash, and cached's peak RSS;
+#   4. narinfo miss latency (p99 of 300) with a dead upstream whose breaker is open (port closed;
+#      accepts and never answers), against a cache without --upstream.
 #
 # Environment: BENCH_PULL_PATHS (24), BENCH_PULL_PATH_KIB (4096), BENCH_PULL_BIG_MIB (500),
 # BENCH_PULL_CLIENTS (32), BENCH_PULL_REPEAT (3), BENCH_OUT (bench/out), BENCH_KEEP=1.
@@ -175,6 +177,51 @@ for i in $(seq 1 "$CLIENTS"); do [ "$(cat "$WORK/herd-$i.sum")" = "$want_hex" ] 
 RSS_KIB=$(vmhwm_kib "$CACHED_PID")
 stop_pid "$CACHED_PID"
 
+# 4. A dead upstream: miss latency once its breaker is open, against a cache without upstream.
+miss_p99() { # url: p99 of 300 narinfo misses, in ms (each a new store hash)
+	local i
+	for i in $(seq 1 300); do
+		curl -s -o /dev/null -w '%{time_total}\n' "$1/$(printf '%032d' "$i").narinfo"
+	done | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f", a[int(NR * 0.99)] * 1000 }'
+}
+dead_cached() { # name upstream-url: a cached whose upstream is dead, its breaker opened
+	local data=$WORK/srv-$1
+	mkdir -p "$data"
+	: >"$data.out"
+	"$SERVER" serve --data "$data" --listen "127.0.0.1:$("$CLIENT" freeport)" --access-log errors \
+		--upstream "$2" --upstream-key "$UP_KEY" --upstream-first-byte-timeout 1s "${@:3}" >"$data.out" 2>"$data.log" &
+	CACHED_PID=$!
+	PIDS+=("$CACHED_PID")
+	for _ in $(seq 1 600); do
+		CACHED_URL=$(sed -n 's/^cached is serving .* at \(http[^ ]*\)$/\1/p' "$data.out" | head -n1)
+		[ -n "$CACHED_URL" ] && break
+		sleep 0.1
+	done
+	[ -n "$CACHED_URL" ] || die "cached did not start: $(tail -n 5 "$data.log")"
+	for i in 1 2 3 4; do curl -s -o /dev/null "$CACHED_URL/$(printf '9%031d' "$i").narinfo"; done # opens the breaker
+}
+mkdir -p "$WORK/srv-none"
+: >"$WORK/srv-none.out"
+"$SERVER" serve --data "$WORK/srv-none" --listen "127.0.0.1:$("$CLIENT" freeport)" --access-log errors >"$WORK/srv-none.out" 2>"$WORK/srv-none.log" &
+CACHED_PID=$!
+PIDS+=("$CACHED_PID")
+for _ in $(seq 1 600); do
+	CACHED_URL=$(sed -n 's/^cached is serving .* at \(http[^ ]*\)$/\1/p' "$WORK/srv-none.out" | head -n1)
+	[ -n "$CACHED_URL" ] && break
+	sleep 0.1
+done
+MISS_BASE=$(miss_p99 "$CACHED_URL")
+stop_pid "$CACHED_PID"
+dead_cached closed "http://127.0.0.1:$("$CLIENT" freeport)"
+MISS_CLOSED=$(miss_p99 "$CACHED_URL")
+stop_pid "$CACHED_PID"
+HOLE_PORT=$("$CLIENT" freeport)
+"$CLIENT" blackhole -listen "127.0.0.1:$HOLE_PORT" >/dev/null &
+PIDS+=($!)
+dead_cached hangs "http://127.0.0.1:$HOLE_PORT"
+MISS_HANGS=$(miss_p99 "$CACHED_URL")
+stop_pid "$CACHED_PID"
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 cat <<EOF
 
@@ -184,6 +231,13 @@ pull-through, ${#CLOSURE[@]} paths of $PATH_KIB KiB (zstd, from nginx on loopbac
 | direct from the upstream (baseline) | $D | 1.00 |
 | through cached, cold (every path pulled) | $C | $(ratio "$D" "$C") |
 | through cached, warm (stored) | $W | $(ratio "$D" "$W") |
+
+narinfo miss p99 over 300 misses (curl, one connection each), upstream breaker open
+| upstream | p99 ms |
+| --- | --- |
+| none (baseline: no --upstream) | $MISS_BASE |
+| port closed | $MISS_CLOSED |
+| accepts and never answers | $MISS_HANGS |
 
 $CLIENTS clients on one cold $BIG_MIB MiB NAR: $UP_GETS upstream GET(s), $same/$CLIENTS clients got
 the narinfo's FileHash, $HERD_S s, cached peak RSS $((RSS_KIB / 1024)) MiB (herd ok: $wait_herd_ok)
