@@ -577,3 +577,47 @@ func TestPullThroughSickUpstream(t *testing.T) {
 		})
 	}
 }
+
+// A NAR download the upstream cuts once is resumed from where it stopped (Range, If-Range), and
+// the client gets the whole, verified NAR in one answer.
+func TestPullThroughResumesBrokenDownload(t *testing.T) {
+	up := newFileUpstream(t)
+	u := newUploadNAR(t, "resumed", "none", buildNAR(t, "resumed"))
+	up.publish(t, u)
+	var cut atomic.Bool
+	var ranges []string
+	var mu sync.Mutex
+	up.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != u.NarPath {
+			return false
+		}
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		mu.Unlock()
+		if cut.Swap(true) {
+			return false // the file server, which answers Range
+		}
+		w.Header().Set("Content-Length", itoa(len(u.File)))
+		fi, err := os.Stat(filepath.Join(up.dir, u.Info.URL))
+		if err != nil {
+			panic(err)
+		}
+		w.Header().Set("Last-Modified", fi.ModTime().UTC().Format(http.TimeFormat)) // as the file server says
+		w.WriteHeader(http.StatusOK)
+		w.Write(u.File[:len(u.File)/3])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	})
+	c := newPullCache(t, []signing.PublicKey{up.key.Public()}, nil, up.srv.URL)
+	ni := c.narinfoOf(t, u)
+	checkPulledNar(t, c, ni, u)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ranges) != 2 || ranges[0] != "" || ranges[1] != "bytes="+itoa(len(u.File)/3)+"-" {
+		t.Fatalf("upstream NAR requests had Range %q, want none then bytes=%d-", ranges, len(u.File)/3)
+	}
+	c.checkServedNar(t, c.parseServed(t, committedNarInfo(t, c, u).Body), u.NAR)
+	if m := string(c.get(t, "/metrics").Body); !strings.Contains(m, `cached_upstream_requests_total{kind="nar",result="resumed"`) {
+		t.Errorf("/metrics does not count the resumed download")
+	}
+}

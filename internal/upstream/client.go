@@ -72,6 +72,12 @@ func (e *statusError) Error() string { return fmt.Sprintf("GET %s: status %d", e
 // timeout: cancel ends it), found false for a 404, or an error (which counts against the
 // breaker). The request carries the URL's credentials, if any (basic auth).
 func (u *upstream) get(ctx context.Context, rel string) (resp *http.Response, cancel context.CancelFunc, found bool, err error) {
+	return u.getFrom(ctx, rel, -1, "")
+}
+
+// getFrom is get of the bytes from offset on (Range: bytes=from-, If-Range: validator), when
+// from >= 0: only a 206 that starts there is found.
+func (u *upstream) getFrom(ctx context.Context, rel string, from int64, validator string) (resp *http.Response, cancel context.CancelFunc, found bool, err error) {
 	if !u.breaker.allow(time.Now()) {
 		return nil, nil, false, errBreakerOpen
 	}
@@ -89,6 +95,12 @@ func (u *upstream) get(ctx context.Context, rel string) (resp *http.Response, ca
 		return nil, nil, false, err
 	}
 	req.Header.Set("User-Agent", "cached (pull-through)")
+	if from >= 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", from))
+		if validator != "" {
+			req.Header.Set("If-Range", validator)
+		}
+	}
 	resp, err = u.client.Do(req)
 	if err != nil {
 		cancel()
@@ -98,6 +110,16 @@ func (u *upstream) get(ctx context.Context, rel string) (resp *http.Response, ca
 			u.breaker.success() // our caller gave up: not the upstream's fault
 		}
 		return nil, nil, false, fmt.Errorf("upstream %s: %w", u.name, err)
+	}
+	if from >= 0 {
+		if resp.StatusCode == http.StatusPartialContent && strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", from)) {
+			u.breaker.success()
+			resp.Body = newIdleReader(resp.Body, u.idle, cancel)
+			return resp, cancel, true, nil
+		}
+		drain(resp.Body)
+		cancel()
+		return nil, nil, false, fmt.Errorf("upstream %s: asked to resume at byte %d, got status %d (Content-Range %q)", u.name, from, resp.StatusCode, resp.Header.Get("Content-Range"))
 	}
 	switch resp.StatusCode {
 	case http.StatusOK:
@@ -169,4 +191,52 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 func (ir *idleReader) Close() error {
 	ir.timer.Stop()
 	return ir.r.Close()
+}
+
+// resumingBody is a NAR's body that, when the connection breaks or stalls mid-way, asks the
+// upstream for the rest (Range, If-Range on the first answer's validator) up to retries times;
+// a resumed answer that is not the same file from the same byte ends it with the first error.
+type resumingBody struct {
+	ctx       context.Context
+	u         *upstream
+	rel       string
+	validator string // ETag, else Last-Modified, of the first answer; "" never resumes
+	rc        io.ReadCloser
+	cancel    context.CancelFunc
+	off       int64
+	retries   int
+	resumed   int // how many times it did
+	log       func(from int64, err error)
+}
+
+func (b *resumingBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.off += int64(n)
+	if err == nil || err == io.EOF || n > 0 {
+		return n, err
+	}
+	for b.retries > 0 && b.validator != "" && b.ctx.Err() == nil {
+		b.retries--
+		b.log(b.off, err)
+		resp, cancel, _, rerr := b.u.getFrom(b.ctx, b.rel, b.off, b.validator)
+		if rerr != nil {
+			return 0, fmt.Errorf("%w; resuming: %w", err, rerr)
+		}
+		b.rc.Close()
+		b.cancel()
+		b.rc, b.cancel = resp.Body, cancel
+		b.resumed++
+		n, err = b.rc.Read(p)
+		b.off += int64(n)
+		if err == nil || err == io.EOF || n > 0 {
+			return n, err
+		}
+	}
+	return 0, err
+}
+
+func (b *resumingBody) Close() error {
+	err := b.rc.Close()
+	b.cancel()
+	return err
 }

@@ -17,7 +17,7 @@ func newMetrics(p *Puller) *metrics {
 			Name: "cached_upstream_requests_total",
 			Help: "Requests to upstreams, by upstream, kind (narinfo, nar) and result (ok, not_found, " +
 				"invalid, bad_signature, refused (a NAR that failed verification), timeout, status_5xx, " +
-				"error, breaker_open (not sent)).",
+				"error, breaker_open (not sent); resumed: a NAR download that broke and was resumed with Range).",
 		}, []string{"upstream", "kind", "result"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cached_upstream_refused_total",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,9 @@ import (
 // fetch, at its own pace, so that a slow or departing client neither slows nor cancels it. The
 // last byte is held back until the cache has verified and committed the NAR: a client whose
 // NAR fails sees its connection cut short of the Content-Length, never a complete wrong answer.
+
+// resumeRetries is how many times a NAR download that breaks is resumed from where it stopped.
+const resumeRetries = 2
 
 // fetch is one NAR download in flight.
 type fetch struct {
@@ -133,14 +137,23 @@ func (p *Puller) runFetch(f *fetch, pe *pending) error {
 		p.log.Warn("upstream lacks the NAR its narinfo names", "upstream", u.name, "url", pe.upstrURL, "storePath", ni.StorePath)
 		return fmt.Errorf("upstream %s has no %s: %w", u.name, pe.upstrURL, cache.ErrNotFound)
 	}
-	defer cancel()
-	defer resp.Body.Close()
+	validator := resp.Header.Get("ETag")
+	if validator == "" || strings.HasPrefix(validator, "W/") {
+		validator = resp.Header.Get("Last-Modified")
+	}
+	rb := &resumingBody{
+		ctx: p.ctx, u: u, rel: pe.upstrURL, validator: validator, rc: resp.Body, cancel: cancel, retries: resumeRetries,
+		log: func(from int64, err error) {
+			p.log.Warn("upstream NAR download broke; resuming", "upstream", u.name, "nar", f.name, "from", from, "err", err)
+		},
+	}
+	defer rb.Close()
 	// A body longer than the narinfo says fails the file hash anyway; it must not run forever.
 	limit := int64(ni.FileSize) + 1
 	if ni.FileSize == 0 {
 		limit = int64(ni.NarSize) + int64(ni.NarSize)/8 + 1<<20
 	}
-	body := io.TeeReader(io.LimitReader(resp.Body, limit), f)
+	body := io.TeeReader(io.LimitReader(rb, limit), f)
 	_, err = p.store.PutPulled(p.ctx, ni, body, f.verify)
 	if err != nil {
 		var ie *cache.InputError
@@ -158,6 +171,9 @@ func (p *Puller) runFetch(f *fetch, pe *pending) error {
 	f.mu.Lock()
 	n := f.written
 	f.mu.Unlock()
+	if rb.resumed > 0 {
+		p.metrics.request(u, "nar", "resumed")
+	}
 	p.metrics.request(u, "nar", "ok")
 	p.metrics.bytes.WithLabelValues(u.name).Add(float64(n))
 	p.log.Info("pulled NAR stored", "upstream", u.name, "nar", f.name, "storePath", ni.StorePath, "bytes", n, "duration", time.Since(start))
