@@ -20,6 +20,9 @@ type upstream struct {
 	client  *http.Client
 	breaker breaker
 	idle    time.Duration // longest wait for the next bytes of a body
+	// small bounds a whole small answer (a narinfo), which a body trickling a byte at a time
+	// under the idle timeout would otherwise hold for ever.
+	small time.Duration
 }
 
 func newUpstream(raw string, t Timeouts, br BreakerConfig) (*upstream, error) {
@@ -54,6 +57,7 @@ func newUpstream(raw string, t Timeouts, br BreakerConfig) (*upstream, error) {
 		client:  &http.Client{Transport: tr},
 		breaker: breaker{failures: br.Failures, cooldown: br.Cooldown},
 		idle:    t.Idle,
+		small:   t.Connect + t.FirstByte + t.Idle,
 	}, nil
 }
 

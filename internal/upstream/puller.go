@@ -264,6 +264,8 @@ func (e *badNarInfo) Error() string { return e.reason + ": " + e.err.Error() }
 
 // fetchNarInfo gets and checks the narinfo of hash from u: nil, nil for a 404.
 func (p *Puller) fetchNarInfo(ctx context.Context, u *upstream, hash string) (*narinfo.NarInfo, error) {
+	ctx, stop := context.WithTimeout(ctx, u.small)
+	defer stop()
 	resp, cancel, found, err := u.get(ctx, hash+".narinfo")
 	if err != nil {
 		p.metrics.request(u, "narinfo", resultOf(err))
