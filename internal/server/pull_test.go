@@ -621,3 +621,43 @@ func TestPullThroughResumesBrokenDownload(t *testing.T) {
 		t.Errorf("/metrics does not count the resumed download")
 	}
 }
+
+// The fast path answers a pulled narinfo itself, and hands a request with credentials to the
+// router, which never pulls for a write token.
+func TestPullThroughFastPath(t *testing.T) {
+	up := newFileUpstream(t)
+	pushed, pulled := newUpload(t, "fast-pushed", "xz"), newUpload(t, "fast-pulled", "xz")
+	up.publish(t, pushed)
+	up.publish(t, pulled)
+	c := newPullCache(t, []signing.PublicKey{up.key.Public()}, nil, up.srv.URL)
+	addr, fs := startFast(t, c, time.Minute)
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	defer client.CloseIdleConnections()
+	get := func(path string, token bool) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		if token {
+			req.SetBasicAuth("nix", testToken)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	before := fs.Answered()
+	if r := get(pulled.NarInfoPath(), false); r.StatusCode != http.StatusOK {
+		t.Fatalf("anonymous GET of a narinfo the upstream has: %d", r.StatusCode)
+	}
+	if fs.Answered() != before+1 {
+		t.Fatalf("the fast path did not answer the pulled narinfo itself")
+	}
+	if r := get(pushed.NarInfoPath(), true); r.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET with the write token of a narinfo the upstream has: %d, want 404", r.StatusCode)
+	}
+	if n := up.count(pushed.NarInfoPath()); n != 0 {
+		t.Fatalf("a request with the write token asked the upstream %d times", n)
+	}
+}
