@@ -21,6 +21,7 @@ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>
 command -v bzip2 >/dev/null 2>&1 || missing+=(bzip2)   # makes bzip2 test uploads
 command -v xz >/dev/null 2>&1 || missing+=(xz-utils)   # makes the xz streams internal/xzlimit must accept
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # checks the unit files (nix/, contrib/)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)   # the upstream of internal/e2e's pull-through test
 # docker/: builds and runs the container image. runc, because crun fails on some cgroup setups;
 # busybox-static is the shell of the stand-in Go image the test builds (no image registry needed).
 command -v podman >/dev/null 2>&1 || missing+=(podman)
@@ -97,7 +98,8 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
                 ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/push:FuzzParseNetrc \
                 ./internal/server:FuzzSimplifyRange ./internal/cache:FuzzNewDecoder \
                 ./internal/watch:FuzzNotifierParse \
-                ./internal/server:FuzzParseExistsRequest; do
+                ./internal/server:FuzzParseExistsRequest \
+                ./internal/upstream:FuzzCheck; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"

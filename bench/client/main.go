@@ -16,6 +16,8 @@
 //	    reference): nix-cache-info, the narinfos it was sent, 404 for every other GET and HEAD,
 //	    and 200 for every PUT once its body has been read. `nix copy` to it measures what the
 //	    nix client itself needs to upload over HTTP, with no server work worth the name.
+//	client blackhole -listen ADDR
+//	    accept connections and never answer: an upstream that hangs (bench/pull.sh)
 //
 // Every measuring command prints one JSON object on stdout; with -repeat N it runs N times and
 // reports every run and the median. A wrong status, a short body or a missing URL: line is an
@@ -44,7 +46,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: client narinfos|nars|get|freeport|sink [flags]")
+		fmt.Fprintln(os.Stderr, "usage: client narinfos|nars|get|freeport|sink|blackhole [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -59,6 +61,8 @@ func main() {
 		err = cmdFreePort()
 	case "sink":
 		err = cmdSink(args)
+	case "blackhole":
+		err = cmdBlackhole(args)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -417,6 +421,25 @@ func cmdGet(args []string) error {
 	}
 	res.finish(1, n)
 	return printJSON(res)
+}
+
+// cmdBlackhole accepts connections and never answers, until it is killed: an upstream that hangs.
+func cmdBlackhole(args []string) error {
+	fs := flag.NewFlagSet("blackhole", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	fs.Parse(args)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("blackhole listening at http://%s\n", ln.Addr())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go io.Copy(io.Discard, c) // read whatever comes, answer nothing
+	}
 }
 
 func cmdFreePort() error {

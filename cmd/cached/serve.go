@@ -25,6 +25,7 @@ import (
 
 type serveCmd struct {
 	dataFlags
+	pullFlags
 	Listen            string        `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
 	UploadTokenFile   string        `help:"File with upload tokens, one per line; a line sha256:<hex> is a token's SHA-256 digest (cached token hash). Default: DATA/upload-tokens, generated on first start." type:"path"`
 	AdminTokenFile    string        `help:"File with admin tokens (cached gc, pin, token), one per line; a line sha256:<hex> is a token's SHA-256 digest. Default: DATA/admin-token, generated on first start." type:"path"`
@@ -181,6 +182,15 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	go func() { st.cache.RunAccessFlusher(flushCtx, 10*time.Second); close(flushDone) }()
 	defer func() { stopFlush(); <-flushDone }()
 
+	puller, err := c.puller(st.cache, c.Data, log)
+	if err != nil {
+		return err
+	}
+	if puller != nil {
+		defer puller.Close()
+		log.Info("pull-through on", "upstreams", puller.Upstreams())
+	}
+
 	cfg := server.Config{
 		Cache:           st.cache,
 		Index:           st.index,
@@ -196,6 +206,7 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		DecoderMemory:   budget,
 		Priority:        c.Priority,
 		PublicURL:       c.PublicURL,
+		Puller:          puller,
 	}
 	cfg.WriteIdleTimeout = c.WriteIdleTimeout
 	srv := server.New(cfg)

@@ -85,13 +85,14 @@ func New(ctx context.Context, b backend.Backend, ix *index.Index, key signing.Se
 // Backend returns the backend the cache stores into.
 func (c *Cache) Backend() backend.Backend { return c.backend }
 
-// NarInfo returns the narinfo served for a store path hash, or ErrNotFound. It reads only the
-// index: misses are the common case for a substituter and must stay cheap. The narinfo carries a
-// signature by every current signing key (see signServed).
-func (c *Cache) NarInfo(hash string) ([]byte, error) {
+// NarInfo returns the narinfo served for a store path hash, or ErrNotFound. It reads the index;
+// on replicas sharing a backend a miss also looks in the backend (at most once per NegativeTTL
+// for a hash), which ctx bounds: misses are the common case for a substituter and must stay
+// cheap. The narinfo carries a signature by every current signing key (see signServed).
+func (c *Cache) NarInfo(ctx context.Context, hash string) ([]byte, error) {
 	text, err := c.index.NarInfo(hash)
 	if errors.Is(err, index.ErrNotFound) {
-		if err := c.readThrough(context.Background(), hash); err != nil {
+		if err := c.readThrough(ctx, hash); err != nil {
 			return nil, err
 		}
 		text, err = c.index.NarInfo(hash)
@@ -106,12 +107,12 @@ func (c *Cache) NarInfo(hash string) ([]byte, error) {
 }
 
 // HasNarInfo is NarInfo without the copy, for HEAD.
-func (c *Cache) HasNarInfo(hash string) (bool, error) {
+func (c *Cache) HasNarInfo(ctx context.Context, hash string) (bool, error) {
 	ok, err := c.index.HasNarInfo(hash)
 	if err != nil || ok {
 		return ok, err
 	}
-	if err := c.readThrough(context.Background(), hash); err != nil {
+	if err := c.readThrough(ctx, hash); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return false, nil
 		}
@@ -139,7 +140,7 @@ func (c *Cache) narRecord(ctx context.Context, nn NarName) (index.NarRecord, err
 		return rec, err
 	}
 	defer obj.Close()
-	res, err := c.ingest(ctx, nn, nn.Compression, obj, func(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err })
+	res, err := c.ingest(ctx, nn, nn.Compression, obj, nil, func(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err })
 	if err != nil {
 		var ie *InputError
 		if errors.As(err, &ie) {
@@ -188,6 +189,13 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	if comp != nn.Compression {
 		return false, inputErr("Compression", "%q does not match the URL %s", ni.Compression, ni.URL)
 	}
+	return c.commitNarInfo(ctx, hash, ni, nn, true)
+}
+
+// commitNarInfo is PutNarInfo once ni is parsed and its signatures accepted; nn is its URL.
+// checkRefs makes every reference have to be served already (uploads); a pulled narinfo's
+// references are pulled on demand too.
+func (c *Cache) commitNarInfo(ctx context.Context, hash string, ni *narinfo.NarInfo, nn NarName, checkRefs bool) (stored bool, err error) {
 	// The NAR may be stored under another name than uploaded (recompressed or deduplicated).
 	storedName, uploadedSize, aliased := nn.Name, uint64(0), false
 	if a, err := c.alias(ctx, nn.Name); err == nil {
@@ -249,8 +257,10 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	// this commits: collection deletes a narinfo only with refMu held and no referrer left.
 	c.refMu.RLock()
 	defer c.refMu.RUnlock()
-	if err := c.checkReferences(ctx, ni); err != nil {
-		return false, err
+	if checkRefs {
+		if err := c.checkReferences(ctx, ni); err != nil {
+			return false, err
+		}
 	}
 	name := hash + ".narinfo"
 	if err := c.backend.Save(ctx, name, bytes.NewReader(out)); err != nil {

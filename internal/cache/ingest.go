@@ -37,8 +37,10 @@ const ingestBuffer = 256 << 10
 // uploaded bytes, decompresses and validates the NAR while hashing it, and, when target differs
 // from the upload's compression, recompresses it. store receives the bytes to keep (the upload
 // itself, or the recompressed file); the stream it reads fails instead of ending if anything
-// does not verify, so a backend's Save never commits refused content.
-func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.Reader, store func(io.Reader) error) (ingestResult, error) {
+// does not verify, so a backend's Save never commits refused content. A non-nil want is what the
+// NAR must be (its NarHash and NarSize, from a narinfo fetched before the NAR), checked before
+// the stream ends.
+func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.Reader, want *NarWant, store func(io.Reader) error) (ingestResult, error) {
 	pr, pw := io.Pipe()
 	// The hashes run on goroutines of their own, beside the decompression (asynchash.go).
 	uploaded := newAsyncHash(sha256.New())
@@ -124,11 +126,22 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 		if got := nixbase32.EncodeToString(uploaded.Sum()); got != nn.FileHash {
 			return inputErr("FileHash", "uploaded bytes of %s hash to sha256:%s, not to the hash in its name", nn.Name, got)
 		}
+		if want != nil {
+			if uint64(narSize) != want.NarSize {
+				return inputErr("NarSize", "%s decompresses to %d bytes, not the %d its narinfo says", nn.Name, narSize, want.NarSize)
+			}
+			if got := "sha256:" + nixbase32.EncodeToString(narH.Sum()); got != want.NarHash {
+				return inputErr("NarHash", "%s decompresses to a NAR with %s, not the %s its narinfo says", nn.Name, got, want.NarHash)
+			}
+		}
 		return nil
 	}
 	prodErr := make(chan error, 1)
 	go func() {
 		err := produce()
+		if err == nil && want != nil && want.Verified != nil {
+			want.Verified()
+		}
 		pw.CloseWithError(err) // nil closes with EOF: the stream ends only if everything verified
 		prodErr <- err
 	}()
@@ -196,13 +209,27 @@ func (c *Cache) PutNar(ctx context.Context, name string, body io.Reader) (index.
 	if err != nil {
 		return index.NarRecord{}, &InputError{Field: "URL", Err: err}
 	}
-	target := c.opts.storedCompression(nn.Compression)
+	return c.putNar(ctx, nn, c.opts.storedCompression(nn.Compression), body, nil)
+}
+
+// NarWant is what a NAR must decompress to: sha256:<nix32> and its size.
+type NarWant struct {
+	NarHash string
+	NarSize uint64
+	// Verified, if not nil, is called as soon as every byte of the file has been read and
+	// verified, before it is stored durably and committed.
+	Verified func()
+}
+
+// putNar is PutNar storing in target compression, the NAR checked against want if not nil.
+func (c *Cache) putNar(ctx context.Context, nn NarName, target string, body io.Reader, want *NarWant) (index.NarRecord, error) {
+	name := nn.Name
 	// Uploads land under a staging name: the stored name depends on the hash of the recompressed
 	// bytes, known only at the end, and a NAR that is already stored must not be stored twice.
 	var rnd [12]byte
 	rand.Read(rnd[:])
 	saveAs := StagingPrefix + hex.EncodeToString(rnd[:])
-	res, err := c.ingest(ctx, nn, target, body, func(r io.Reader) error { return c.backend.Save(ctx, saveAs, r) })
+	res, err := c.ingest(ctx, nn, target, body, want, func(r io.Reader) error { return c.backend.Save(ctx, saveAs, r) })
 	if err != nil {
 		return index.NarRecord{}, err
 	}

@@ -80,7 +80,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 	served := func(hash string) []byte {
 		t.Helper()
-		text, err := c.NarInfo(hash)
+		text, err := c.NarInfo(context.Background(), hash)
 		if err != nil {
 			t.Fatal(err)
 		}

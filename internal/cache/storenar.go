@@ -104,7 +104,7 @@ func (n *StoreNar) Close() error {
 // uploaded names takes (it waits for one until ctx ends): any client may ask, and an xz NAR
 // costs a CPU while it streams.
 func (c *Cache) OpenStoreNar(ctx context.Context, ref StoreNarRef) (*StoreNar, error) {
-	text, err := c.NarInfo(ref.StoreHash)
+	text, err := c.NarInfo(ctx, ref.StoreHash)
 	if err != nil {
 		return nil, err
 	}

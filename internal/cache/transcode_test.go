@@ -159,7 +159,7 @@ func TestTranscodeOnIngest(t *testing.T) {
 				if err != nil || !stored {
 					t.Fatalf("PutNarInfo: %v, stored=%v", err, stored)
 				}
-				text, err := c.NarInfo(hash)
+				text, err := c.NarInfo(context.Background(), hash)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -221,7 +221,7 @@ func TestOneObjectPerNarHash(t *testing.T) {
 		if _, err := c.PutNarInfo(ctx, hashes[i], narInfoFor(t, hashes[i], narBytes, file, uploaded, comp)); err != nil {
 			t.Fatalf("PutNarInfo %s: %v", comp, err)
 		}
-		text, _ := c.NarInfo(hashes[i])
+		text, _ := c.NarInfo(context.Background(), hashes[i])
 		ni, _ := narinfo.Parse(text)
 		urls[ni.URL] = true
 	}
@@ -266,7 +266,7 @@ func TestNarInfoChecksAgainstUpload(t *testing.T) {
 			t.Errorf("%s: error %v, want an InputError on %s", field, err, field)
 		}
 	}
-	if _, err := c.NarInfo(hash); !errors.Is(err, ErrNotFound) {
+	if _, err := c.NarInfo(context.Background(), hash); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a refused narinfo became visible: %v", err)
 	}
 	if stored, err := c.PutNarInfo(ctx, hash, []byte(good)); err != nil || !stored {

@@ -410,7 +410,7 @@ func (v *verifier) hashNar(ctx context.Context, name string, refs []narRef) {
 	}
 	defer obj.Close()
 	seen := obj.Info()
-	res, err := v.c.ingest(ctx, nn, nn.Compression, obj, func(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err })
+	res, err := v.c.ingest(ctx, nn, nn.Compression, obj, nil, func(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err })
 	v.hashed(seen.Size)
 	if err != nil {
 		var ie *InputError

@@ -50,7 +50,7 @@ func uploadPath(t *testing.T, c *Cache, i int, refs ...verifyPath) verifyPath {
 	if stored, err := c.PutNarInfo(ctx, hash, ni.Bytes()); err != nil || !stored {
 		t.Fatalf("PutNarInfo %d: %v (stored %v)", i, err, stored)
 	}
-	text, err := c.NarInfo(hash)
+	text, err := c.NarInfo(context.Background(), hash)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 		}
 	}
 	for _, x := range p {
-		if _, err := c.NarInfo(x.hash); err != nil {
+		if _, err := c.NarInfo(context.Background(), x.hash); err != nil {
 			t.Errorf("verify without quarantine removed narinfo %s: %v", x.hash, err)
 		}
 	}
@@ -176,7 +176,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 		t.Error("a NAR within the grace period was quarantined")
 	}
 	for i, x := range p {
-		_, err := c.NarInfo(x.hash)
+		_, err := c.NarInfo(context.Background(), x.hash)
 		_, berr := be.Stat(ctx, x.hash+".narinfo")
 		gone := errors.Is(err, ErrNotFound) && errors.Is(berr, backend.ErrNotExist)
 		if wantGone := i <= 2 || i == 5; gone != wantGone {

@@ -131,7 +131,7 @@ func (s *Server) putPin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !strings.HasPrefix(key, "name:") {
-		if ok, err := s.cache.HasNarInfo(key); err != nil || !ok {
+		if ok, err := s.cache.HasNarInfo(r.Context(), key); err != nil || !ok {
 			s.writeError(w, r, &cache.InputError{Field: "pin", Err: fmt.Errorf("no store path with hash %s in the cache", key)})
 			return
 		}
@@ -168,7 +168,7 @@ func (s *Server) listPins(w http.ResponseWriter, r *http.Request) {
 	out := []pin{}
 	err := s.cfg.Index.Pins(func(key string, since time.Time) {
 		p := pin{Pin: key, Since: since.UTC()}
-		if text, err := s.cache.NarInfo(key); err == nil {
+		if text, err := s.cache.NarInfo(r.Context(), key); err == nil {
 			if ni, err := narinfo.Parse(text); err == nil {
 				p.StorePath = ni.StorePath
 			}

@@ -73,7 +73,7 @@ func (s *Server) postExists(w http.ResponseWriter, r *http.Request) {
 	for range min(8, len(hashes)) {
 		wg.Go(func() {
 			for i := range next {
-				has[i], errs[i] = s.cache.HasNarInfo(hashes[i])
+				has[i], errs[i] = s.cache.HasNarInfo(r.Context(), hashes[i])
 			}
 		})
 	}

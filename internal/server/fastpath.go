@@ -56,6 +56,12 @@ type FastServer struct {
 	wg      sync.WaitGroup
 	ln      net.Listener
 
+	// ctx is what the fast path's lookups run under (a read-through to a shared bucket, an
+	// upstream): a request's connection is not watched while it is answered, so ctx ends only
+	// when Shutdown gives up waiting for requests in flight.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	date          atomic.Pointer[dateLine] // the Date header, formatted once a second
 	answered      atomic.Uint64
 	narsElsewhere atomic.Bool // the backend's NARs are not local files: the router sends them
@@ -69,7 +75,8 @@ func (f *FastServer) Answered() uint64 { return f.answered.Load() }
 // every answer on them, the fast path's and net/http's (hs's WriteTimeout is not supported: the
 // write deadline is the progress bound's).
 func NewFastServer(s *Server, hs *http.Server) *FastServer {
-	return &FastServer{s: s, hs: hs, conns: map[*fastConn]struct{}{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &FastServer{s: s, hs: hs, conns: map[*fastConn]struct{}{}, ctx: ctx, cancel: cancel}
 }
 
 // Serve accepts connections on ln until Shutdown; it returns http.ErrServerClosed then.
@@ -128,7 +135,9 @@ func (f *FastServer) Shutdown(ctx context.Context) error {
 	go func() { f.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		f.cancel()
 	case <-ctx.Done():
+		f.cancel() // lookups still in flight give up
 		if err == nil {
 			err = ctx.Err()
 		}
@@ -359,6 +368,7 @@ type fastRequest struct {
 	ifNoneMatch []byte
 	requestID   []byte
 	close       bool // Connection: close
+	auth        bool // an Authorization header
 	conditional bool // a Range or an If-* header other than If-None-Match
 }
 
@@ -441,6 +451,8 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 				return false
 			}
 			r.ifNoneMatch = value
+		case asciiEqualFold(name, "authorization"):
+			r.auth = true
 		case asciiEqualFold(name, "x-request-id"):
 			if r.requestID == nil { // the first, as the router's Header.Get
 				r.requestID = value
@@ -543,8 +555,10 @@ func isHostChar(c byte) bool {
 func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 	start := time.Now()
 	hash := string(req.hash)
-	text, err := f.s.cache.NarInfo(hash)
-	if err != nil && err != cache.ErrNotFound {
+	// A request with credentials may not be answered from an upstream (a write token's): the
+	// router checks the token.
+	text, pulled, err := f.s.lookupNarInfo(f.ctx, hash, !req.auth)
+	if err != nil && err != cache.ErrNotFound || err != nil && req.auth && f.s.pull != nil {
 		return false
 	}
 	id := req.id()
@@ -561,7 +575,9 @@ func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 			sent = int64(len(notFoundBody))
 		}
 	default:
-		f.s.cache.Touch(hash)
+		if !pulled {
+			f.s.cache.Touch(hash)
+		}
 		etag := narInfoETag(text)
 		if req.ifNoneMatch != nil && string(req.ifNoneMatch) == etag {
 			status = http.StatusNotModified
@@ -607,7 +623,7 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 	}
 	start := time.Now()
 	name := req.narPath[1:]
-	obj, err := f.s.cache.Open(context.Background(), name)
+	obj, err := f.s.cache.Open(f.ctx, name)
 	if err != nil {
 		return false
 	}

@@ -33,7 +33,10 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stored := true // the answer, if found, is the object name
-	orElse := func() bool { return s.serveUploadedName(w, r, name) }
+	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
+	// download (Range) sees the same one.
+	etag := `"` + nn.FileHash + `"`
+	orElse := func() bool { return s.serveUploadedName(w, r, name) || s.servePulledNar(w, r, name, etag) }
 	if q, ok := queryValues(r)["hash"]; ok && nn.Compression == "none" {
 		// harmonia's form, for when the NAR is not stored under that very name (then the query
 		// changes nothing).
@@ -48,9 +51,7 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 			return true
 		}
 	}
-	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
-	// download (Range) sees the same one.
-	found := s.serveObjectOr(w, r, name, "application/x-nix-nar", s.hdr.narCache, `"`+nn.FileHash+`"`, orElse)
+	found := s.serveObjectOr(w, r, name, "application/x-nix-nar", s.hdr.narCache, etag, orElse)
 	if found && stored && r.Method == http.MethodGet {
 		s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
 	}

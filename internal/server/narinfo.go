@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -35,8 +36,8 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 	// HEAD takes the same path, so it carries the same headers (Content-Length included);
 	// net/http drops the body.
 	h := w.Header()
-	text, err := s.cache.NarInfo(hash)
-	if err == cache.ErrNotFound {
+	text, pulled, err := s.lookupNarInfo(r.Context(), hash, s.mayPull(r))
+	if errors.Is(err, cache.ErrNotFound) {
 		s.notFound(w)
 		return
 	}
@@ -44,7 +45,9 @@ func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string)
 		s.writeError(w, r, err)
 		return
 	}
-	s.cache.Touch(hash)
+	if !pulled {
+		s.cache.Touch(hash)
+	}
 	etag := narInfoETag(text)
 	h["Content-Type"] = hdrNarInfo
 	h["Cache-Control"] = s.hdr.narInfoCache

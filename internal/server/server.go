@@ -16,6 +16,7 @@ import (
 	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/index"
 	"github.com/cached-dev/cached/internal/membudget"
+	"github.com/cached-dev/cached/internal/upstream"
 	"github.com/dustin/go-humanize"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -55,6 +56,8 @@ type Config struct {
 	Priority int
 	// PublicURL is shown on the landing page; empty means "derive from the request".
 	PublicURL string
+	// Puller answers narinfo and NAR misses from upstream caches (pull.go); nil: off.
+	Puller *upstream.Puller
 }
 
 // Server answers the protocol.
@@ -64,7 +67,8 @@ type Server struct {
 	log    *slog.Logger
 	tokens *auth.Store
 	router chi.Router
-	obs    *observability // metrics and store counts (metrics.go)
+	pull   *upstream.Puller // nil: no pull-through
+	obs    *observability   // metrics and store counts (metrics.go)
 	hdr    cacheHeaders
 
 	gcRunning sync.Mutex // one garbage collection at a time
@@ -85,10 +89,13 @@ func New(cfg Config) *Server {
 	for _, t := range cfg.UploadTokens {
 		tokens.AddFixed(t, auth.ScopeWrite)
 	}
-	s := &Server{cfg: cfg, cache: cfg.Cache, log: cfg.Log, tokens: tokens, hdr: newCacheHeaders(cfg.Private)}
+	s := &Server{cfg: cfg, cache: cfg.Cache, log: cfg.Log, tokens: tokens, hdr: newCacheHeaders(cfg.Private), pull: cfg.Puller}
 	s.obs = newObservability(cfg.Cache)
 	if cfg.DecoderMemory != nil {
 		s.obs.metrics.registerDecoderMemory(cfg.DecoderMemory)
+	}
+	if s.pull != nil {
+		s.obs.metrics.reg.MustRegister(s.pull.Collectors()...)
 	}
 	r := chi.NewRouter()
 	// GetHead answers HEAD with the GET handler; net/http drops the body.

@@ -1,0 +1,185 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nginxProc is nginx serving a directory as a static binary cache on 127.0.0.1.
+type nginxProc struct {
+	URL     string
+	dir     string
+	access  string // its access log
+	cmd     *exec.Cmd
+	done    chan struct{}
+	stopped bool
+}
+
+// startNginx serves root with nginx on a free port until the end of the test (or Stop).
+func startNginx(t *testing.T, root string) *nginxProc {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("nginx is not installed (apt-get install -y nginx); CI=true makes this a failure")
+			}
+			t.Skip("nginx is not installed (apt-get install -y nginx); under CI=true this fails")
+		}
+		bin = "/usr/sbin/nginx"
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "tmp"), 0o755)
+	user := ""
+	if os.Getuid() == 0 {
+		user = "user root root;" // workers must read the test's files
+	}
+	access := filepath.Join(dir, "access.log")
+	conf := fmt.Sprintf(`worker_processes 1;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+%[2]s
+events { worker_connections 256; }
+http {
+    access_log %[3]s;
+    default_type application/octet-stream;
+    client_body_temp_path %[1]s/tmp/body;
+    proxy_temp_path %[1]s/tmp/proxy;
+    fastcgi_temp_path %[1]s/tmp/fastcgi;
+    uwsgi_temp_path %[1]s/tmp/uwsgi;
+    scgi_temp_path %[1]s/tmp/scgi;
+    server {
+        listen %[4]s;
+        root %[5]s;
+    }
+}
+`, dir, user, access, addr, root)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &nginxProc{URL: "http://" + addr, dir: dir, access: access, cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(p.Stop)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err := http.Get(p.URL + "/nix-cache-info")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("nginx exited at start:\n%s\n%s", out.String(), readFileOr(filepath.Join(dir, "error.log")))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx does not answer: %v\n%s", err, readFileOr(filepath.Join(dir, "error.log")))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return p
+}
+
+func (p *nginxProc) Stop() {
+	if p.stopped {
+		return
+	}
+	p.stopped = true
+	p.cmd.Process.Signal(os.Interrupt) // fast shutdown
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// requests is nginx's access log so far.
+func (p *nginxProc) requests() string { return readFileOr(p.access) }
+
+func readFileOr(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// TestPullThroughNginxUpstream: plain nix writes a signed file:// cache, nginx serves it, and
+// cached serve --upstream pulls from it. A fresh store substitutes a closure through cached with
+// signatures required and only cached's key trusted (the closure's paths pulled on demand, each
+// NAR verified and stored); with nginx stopped, another fresh store still substitutes it, from
+// what cached stored. A closure the upstream also has, pushed with nix copy --to (whose netrc
+// token makes every request a writer's), is uploaded as usual: nginx is never asked for it.
+func TestPullThroughNginxUpstream(t *testing.T) {
+	requireNix(t)
+	keys, upstreamKey, _ := operatorKeys(t)
+	reader := newNixClient(t, "127.0.0.1", "")
+	c := buildClosure(t, reader, 256<<10)
+	upDir := t.TempDir()
+	nixCopyToFile(t, reader, upDir, keys, "xz", c)
+	ngx := startNginx(t, upDir)
+
+	data := t.TempDir()
+	srv := startServer(t, data, "--upstream", ngx.URL, "--upstream-key", upstreamKey)
+	substituteFresh(t, reader, srv.URL, srv.PublicKey, c)
+	for _, p := range []string{c.Top, c.Dep} {
+		if !strings.Contains(ngx.requests(), "GET /"+hashOf(p)+".narinfo") {
+			t.Fatalf("nginx was never asked for %s:\n%s", p, ngx.requests())
+		}
+		// Committed a moment after the client had the NAR (once it verified).
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			_, err := os.Stat(filepath.Join(data, "store", hashOf(p)+".narinfo"))
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cached did not store the pulled narinfo of %s: %v", p, err)
+			}
+		}
+	}
+	// Served as pulled, the upstream's signature kept: clients trusting either key substitute.
+	code, body := get(t, srv.URL+"/"+hashOf(c.Top)+".narinfo")
+	if code != 200 || !strings.Contains(body, "Sig: legacy-cache.test-1:") || !strings.Contains(body, "Sig: "+strings.Split(srv.PublicKey, ":")[0]+":") {
+		t.Fatalf("narinfo of a pulled path: %d, want both signatures:\n%s", code, body)
+	}
+
+	ngx.Stop()
+	substituteFresh(t, reader, srv.URL, srv.PublicKey, c)
+	substituteFresh(t, reader, srv.URL, upstreamKey, c)
+
+	// Push is not pull.
+	ngx2 := startNginx(t, upDir)
+	srv.Stop()
+	srv = startServer(t, data, "--upstream", ngx2.URL, "--upstream-key", upstreamKey)
+	c2 := buildClosure(t, reader, 4096)
+	nixCopyToFile(t, reader, upDir, keys, "xz", c2)
+	pusher := newNixClient(t, "127.0.0.1", srv.Token)
+	pusher.run("nix", "copy", "--to", srv.URL, c2.Top)
+	for _, p := range []string{c2.Top, c2.Dep} {
+		if strings.Contains(ngx2.requests(), hashOf(p)) {
+			t.Fatalf("pushing %s asked the upstream:\n%s", p, ngx2.requests())
+		}
+	}
+	code, body = get(t, srv.URL+"/"+hashOf(c2.Top)+".narinfo")
+	if code != 200 || strings.Contains(body, "Sig: legacy-cache.test-1:") {
+		t.Fatalf("pushed narinfo: %d, want it as uploaded (not pulled):\n%s", code, body)
+	}
+	substituteFresh(t, reader, srv.URL, srv.PublicKey, c2)
+}
