@@ -95,7 +95,12 @@ func TestGCPolicies(t *testing.T) {
 	n := newNixClient(t, hostOf(srv.URL), srv.Token)
 	g := buildGraph(t, n, 4, 64<<10)
 	n.run("nix", "copy", "--to", srv.URL, g.tops[0], g.tops[1])
-	time.Sleep(2500 * time.Millisecond)
+	// mid splits the accesses in two: what happened before it is older than olderThan() at any
+	// later moment, what happened after it is younger, by 2 s either way, however slowly the
+	// steps between here and a gc run on a loaded machine (a fixed "2s" did not).
+	mid := time.Now().Add(2 * time.Second)
+	time.Sleep(4 * time.Second)
+	olderThan := func() string { return time.Since(mid).Round(time.Millisecond).String() }
 	// tops 2 and 3 are uploaded later; top1 is read again (a narinfo hit keeps it alive).
 	n.run("nix", "copy", "--to", srv.URL, g.tops[2], g.tops[3])
 	n.run("nix", "path-info", "--store", srv.URL, g.tops[1])
@@ -130,7 +135,7 @@ func TestGCPolicies(t *testing.T) {
 	}
 
 	// Dry run: reports top0 and its own dep, deletes nothing.
-	out, err := cachedAdmin(t, srv, "gc", "--older-than", "2s", "--dry-run")
+	out, err := cachedAdmin(t, srv, "gc", "--older-than", olderThan(), "--dry-run")
 	if err != nil {
 		t.Fatalf("gc --dry-run: %v\n%s", err, out)
 	}
@@ -143,8 +148,8 @@ func TestGCPolicies(t *testing.T) {
 		}
 	}
 
-	// Age: top0 (not accessed for 2 s) and its own dependency go; the shared dependency stays.
-	out, err = cachedAdmin(t, srv, "gc", "--older-than", "2s")
+	// Age: top0 (not accessed since before mid) and its own dependency go; the shared dependency stays.
+	out, err = cachedAdmin(t, srv, "gc", "--older-than", olderThan())
 	if err != nil {
 		t.Fatalf("gc --older-than: %v\n%s", err, out)
 	}
