@@ -95,7 +95,7 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
                 ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName ./internal/cache:FuzzParseStoreNarName \
                 ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest \
                 ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader \
-                ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/push:FuzzParseNetrc \
+                ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/netrc:FuzzParse \
                 ./internal/server:FuzzSimplifyRange ./internal/cache:FuzzNewDecoder \
                 ./internal/watch:FuzzNotifierParse \
                 ./internal/server:FuzzParseExistsRequest \
