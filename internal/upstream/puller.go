@@ -56,6 +56,8 @@ type Config struct {
 	NegativeTTL time.Duration
 	Timeouts    Timeouts
 	Breaker     BreakerConfig
+	// Credentials are sent to the upstreams they are for, and only to them.
+	Credentials Credentials
 	// SpoolDir holds each NAR being pulled while it streams to its clients (deleted as soon as
 	// it is opened); "" is os.TempDir().
 	SpoolDir string
@@ -139,7 +141,7 @@ func New(store Store, cfg Config) (*Puller, error) {
 	}
 	seen := map[string]bool{}
 	for _, raw := range cfg.URLs {
-		u, err := newUpstream(raw, cfg.Timeouts, cfg.Breaker)
+		u, err := newUpstream(raw, cfg.Timeouts, cfg.Breaker, cfg.Credentials)
 		if err != nil {
 			return nil, err
 		}
