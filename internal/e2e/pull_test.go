@@ -226,7 +226,12 @@ func TestPullThroughPrivateNginxUpstream(t *testing.T) {
 			t.Fatalf("narinfo through an upstream that wants credentials, without them: %d, want 404", code)
 		}
 	}
-	if n := strings.Count(basicNgx.requests(), "GET /"+hashOf(c.Top)+".narinfo HTTP/1.1\" 401"); n != 2 {
+	// nginx writes its access log line after the answer: wait for it.
+	n := 0
+	for deadline := time.Now().Add(5 * time.Second); n < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n = strings.Count(basicNgx.requests(), "GET /"+hashOf(c.Top)+".narinfo HTTP/1.1\" 401")
+	}
+	if n != 2 {
 		t.Fatalf("nginx answered %d narinfo requests with 401, want 2 (a 401 is not remembered as a miss):\n%s", n, basicNgx.requests())
 	}
 	srv.Stop()
