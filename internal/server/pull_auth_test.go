@@ -7,7 +7,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/netrc"
+	"github.com/cached-dev/cached/internal/server"
 	"github.com/cached-dev/cached/internal/signing"
 	"github.com/cached-dev/cached/internal/upstream"
 )
@@ -168,4 +170,59 @@ func TestPullThroughCredentialsStayWithTheirHost(t *testing.T) {
 			t.Fatalf("the private upstream got Authorization %q", a)
 		}
 	}
+}
+
+// Hits on pulled paths are counted: narinfo GET/HEAD once stored (the pulled narinfo the
+// puller served is not), and every download of a pulled NAR object (the one that pulled it
+// included: it is recorded like any download); hits on uploaded paths are not.
+func TestPullThroughPulledHitsMetric(t *testing.T) {
+	up := newFileUpstream(t)
+	pulled := newUpload(t, "hit-pulled", "xz")
+	up.publish(t, pulled)
+	var store *cache.Cache
+	c := newTestCacheConfig(t, func(cfg *server.Config) {
+		store = cfg.Cache
+		p, err := upstream.New(cfg.Cache, upstream.Config{
+			URLs: []string{up.srv.URL}, Keys: []signing.PublicKey{up.key.Public()}, SpoolDir: t.TempDir(), Log: cfg.Log,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		cfg.Puller = p
+	})
+	uploaded := newUpload(t, "hit-uploaded", "xz")
+	uploaded.store(t, c)
+
+	ni := c.narinfoOf(t, pulled) // pulled: not a hit on a stored path
+	checkPulledNar(t, c, ni, pulled)
+	committedNarInfo(t, c, pulled) // a hit (with the write token)
+	for range 2 {
+		mustStatus(t, "GET pulled narinfo", c.get(t, pulled.NarInfoPath()), http.StatusOK)
+	}
+	mustStatus(t, "HEAD pulled narinfo", c.head(t, pulled.NarInfoPath()), http.StatusOK)
+	mustStatus(t, "GET pulled NAR", c.get(t, "/"+ni.URL), http.StatusOK)
+	for range 3 {
+		mustStatus(t, "GET uploaded narinfo", c.get(t, uploaded.NarInfoPath()), http.StatusOK)
+	}
+	mustStatus(t, "GET uploaded NAR", c.get(t, "/"+c.narinfoOf(t, uploaded).URL), http.StatusOK)
+	if err := store.FlushAccess(); err != nil {
+		t.Fatal(err)
+	}
+	m := string(c.get(t, "/metrics").Body)
+	for _, want := range []string{`cached_pulled_hits_total{kind="narinfo"} 4`, `cached_pulled_hits_total{kind="nar"} 2`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(m, "cached_pulled_hits_total"))
+		}
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

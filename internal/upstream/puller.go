@@ -31,6 +31,9 @@ type Store interface {
 	PutPulled(ctx context.Context, ni *narinfo.NarInfo, body io.Reader, verified func()) (bool, error)
 	HasNarObject(ctx context.Context, name string) bool
 	NarInfo(ctx context.Context, hash string) ([]byte, error)
+	// PulledHits are the hits served from what was pulled and stored (narinfo GET/HEAD, NAR
+	// downloads).
+	PulledHits() (narinfos, nars uint64)
 }
 
 // Timeouts bound each request to an upstream.
