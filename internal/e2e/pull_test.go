@@ -257,3 +257,41 @@ func TestPullThroughPrivateNginxUpstream(t *testing.T) {
 		})
 	}
 }
+
+// TestPullThroughGCPulledOnly: cached gc --pulled-only drops the closure cached pulled from
+// nginx and keeps the one nix copy uploaded; the pulled closure is pulled again on demand.
+func TestPullThroughGCPulledOnly(t *testing.T) {
+	requireNix(t)
+	keys, upstreamKey, _ := operatorKeys(t)
+	reader := newNixClient(t, "127.0.0.1", "")
+	pulled := buildClosure(t, reader, 4096)
+	upDir := t.TempDir()
+	nixCopyToFile(t, reader, upDir, keys, "xz", pulled)
+	ngx := startNginx(t, upDir)
+	srv := startServer(t, t.TempDir(), "--upstream", ngx.URL, "--upstream-key", upstreamKey)
+	substituteFresh(t, reader, srv.URL, srv.PublicKey, pulled)
+	for _, p := range []string{pulled.Top, pulled.Dep} {
+		for deadline := time.Now().Add(10 * time.Second); stored(srv, p) != http.StatusOK; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("cached did not store the pulled %s", p)
+			}
+		}
+	}
+	uploaded := buildClosure(t, reader, 2048)
+	pusher := newNixClient(t, "127.0.0.1", srv.Token)
+	pusher.run("nix", "copy", "--to", srv.URL, uploaded.Top)
+
+	out, err := cachedAdmin(t, srv, "gc", "--pulled-only")
+	if err != nil {
+		t.Fatalf("gc --pulled-only: %v\n%s", err, out)
+	}
+	for p, want := range map[string]int{pulled.Top: 404, pulled.Dep: 404, uploaded.Top: 200, uploaded.Dep: 200} {
+		if got := stored(srv, p); got != want {
+			t.Errorf("after gc --pulled-only: %s answers %d, want %d\n%s", p, got, want, out)
+		}
+	}
+	if err := substitutes(t, reader, srv, uploaded.Top); err != nil {
+		t.Errorf("the uploaded closure no longer substitutes: %v", err)
+	}
+	substituteFresh(t, reader, srv.URL, srv.PublicKey, pulled) // pulled again
+}
