@@ -26,6 +26,7 @@ func Parse(data string) ([]Entry, error) {
 		cur     *Entry
 	)
 	t := tokens{s: data}
+	afterSecret := false // the last token read was a password or account value
 	for {
 		tok, ok, err := t.next()
 		if err != nil {
@@ -46,6 +47,7 @@ func Parse(data string) ([]Entry, error) {
 			entries = append(entries, Entry{})
 			cur = &entries[len(entries)-1]
 		case "login", "password", "account":
+			afterSecret = tok != "login"
 			v, err := t.value(tok)
 			if err != nil {
 				return nil, err
@@ -65,7 +67,14 @@ func Parse(data string) ([]Entry, error) {
 			}
 			t.skipMacro()
 		default:
+			if afterSecret {
+				// Most likely the rest of a password with a space: never quote it.
+				return nil, errors.New("netrc: unknown keyword after a password or account (one with spaces must be double-quoted)")
+			}
 			return nil, fmt.Errorf("netrc: unknown keyword %q", truncate(tok, 40))
+		}
+		if tok != "login" && tok != "password" && tok != "account" {
+			afterSecret = false
 		}
 	}
 	return entries, nil

@@ -26,12 +26,16 @@ func TestParse(t *testing.T) {
 		{"keyword without value", "machine a password", nil, `"password" at the end`},
 		{"unknown keyword", "machine a pasword p", nil, `unknown keyword "pasword"`},
 		{"unterminated quote", `machine a password "p`, nil, "unterminated"},
+		{"password with an unquoted space", "machine a password two words\n", nil, "one with spaces must be double-quoted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := Parse(tc.in)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want one containing %q", err, tc.err)
+				}
+				if strings.Contains(err.Error(), "words") {
+					t.Fatalf("error %q quotes what may be part of a password", err)
 				}
 				return
 			}
