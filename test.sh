@@ -99,7 +99,7 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
                 ./internal/server:FuzzSimplifyRange ./internal/cache:FuzzNewDecoder \
                 ./internal/watch:FuzzNotifierParse \
                 ./internal/server:FuzzParseExistsRequest \
-                ./internal/upstream:FuzzCheck; do
+                ./internal/upstream:FuzzCheck ./internal/upstream:FuzzRedactURL; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"

@@ -75,6 +75,9 @@ func RedactURL(raw string) string {
 		return raw
 	}
 	if u.User == nil {
+		if strings.Contains(u.Opaque, "@") { // "host:user:password@..." parses as scheme and opaque
+			return "<redacted>"
+		}
 		return raw
 	}
 	if _, ok := u.User.Password(); !ok {
