@@ -76,6 +76,25 @@ func TestPullThroughPrivateUpstreamCredentials(t *testing.T) {
 		}
 	})
 
+	// Wrong credentials in the URL: refused like none, and the failures logged without them.
+	t.Run("wrong password in the URL", func(t *testing.T) {
+		up := newFileUpstream(t)
+		demandAuth(up, basicHeader("ci", "s3cret"))
+		u := newUpload(t, "private-wrong", "xz")
+		up.publish(t, u)
+		withPw, _ := url.Parse(up.srv.URL)
+		withPw.User = url.UserPassword("ci", "wr0ng-pw")
+		c := newPullCache(t, []signing.PublicKey{up.key.Public()}, nil, withPw.String())
+		mustStatus(t, "GET narinfo with a wrong password", c.get(t, u.NarInfoPath()), http.StatusNotFound)
+		logs := c.logs.String()
+		if !strings.Contains(logs, "status 401") {
+			t.Fatalf("the 401 was not logged:\n%s", logs)
+		}
+		if m := string(c.get(t, "/metrics").Body); strings.Contains(logs+m, "wr0ng-pw") {
+			t.Fatalf("the password shows in the log or the metrics:\n%s", logs)
+		}
+	})
+
 	for _, tc := range []struct {
 		name string
 		want string // the Authorization the upstream demands
