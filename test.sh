@@ -95,11 +95,11 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
                 ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName ./internal/cache:FuzzParseStoreNarName \
                 ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest \
                 ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader \
-                ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/push:FuzzParseNetrc \
+                ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/netrc:FuzzParse \
                 ./internal/server:FuzzSimplifyRange ./internal/cache:FuzzNewDecoder \
                 ./internal/watch:FuzzNotifierParse \
                 ./internal/server:FuzzParseExistsRequest \
-                ./internal/upstream:FuzzCheck; do
+                ./internal/upstream:FuzzCheck ./internal/upstream:FuzzRedactURL; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"

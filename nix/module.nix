@@ -41,7 +41,20 @@ let
     ++ lib.optional (cfg.adminTokenFile != null) {
       name = "admin-token";
       path = cfg.adminTokenFile;
+    }
+    ++ lib.optional (cfg.upstreamNetrcFile != null) {
+      name = "upstream-netrc";
+      path = cfg.upstreamNetrcFile;
+    }
+    ++ lib.optional (cfg.upstreamTokenFile != null) {
+      name = "upstream-token";
+      path = cfg.upstreamTokenFile;
     };
+
+  # An upstream URL with user:password@ would put the password into the Nix store.
+  upstreamsWithPassword = builtins.filter (
+    u: builtins.match "[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@.*" u != null
+  ) (lib.toList (cfg.settings.upstream or [ ]));
 
   configFile = toml.generate "cached.toml" cfg.settings;
 
@@ -204,6 +217,25 @@ in
       '';
     };
 
+    upstreamNetrcFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      description = ''
+        Pull-through: netrc file (as nix's netrc-file) with the login and password of private
+        upstreams (`settings.upstream`), sent to the matching host only. Passed as a credential.
+      '';
+    };
+
+    upstreamTokenFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      description = ''
+        Pull-through: bearer token for the upstream (the token alone, with a single
+        `settings.upstream`), or netrc lines `machine HOST password TOKEN`. Passed as a
+        credential.
+      '';
+    };
+
     adminTokenFile = mkOption {
       type = types.nullOr secretPath;
       default = null;
@@ -329,6 +361,10 @@ in
           message = "services.cached.gc.enable needs a policy: set services.cached.gc.olderThan and/or services.cached.gc.maxSize.";
         }
         {
+          assertion = upstreamsWithPassword == [ ];
+          message = "services.cached.settings.upstream has a URL with user:password@, which would put the password into the world-readable Nix store; use services.cached.upstreamNetrcFile (or upstreamTokenFile) instead.";
+        }
+        {
           assertion = cfg.settings.data == "/var/lib/cached" || lib.hasPrefix "/var/lib/cached/" cfg.settings.data;
           message = "services.cached.settings.data = ${cfg.settings.data} is outside /var/lib/cached, the only directory the service's dynamic user may write to.";
         }
@@ -349,6 +385,8 @@ in
         );
         upload-token-file = mkIf (cfg.uploadTokenFile != null) "${credentialsDir}/upload-tokens";
         admin-token-file = mkIf (cfg.adminTokenFile != null) "${credentialsDir}/admin-token";
+        upstream-netrc-file = mkIf (cfg.upstreamNetrcFile != null) "${credentialsDir}/upstream-netrc";
+        upstream-token-file = mkIf (cfg.upstreamTokenFile != null) "${credentialsDir}/upstream-token";
       };
 
       environment.systemPackages = [ cfg.package ];

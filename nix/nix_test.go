@@ -452,6 +452,8 @@ func TestModuleRejects(t *testing.T) {
 			[]string{"Failed assertions", "services.cached.gc.enable needs a policy: set services.cached.gc.olderThan and/or services.cached.gc.maxSize"}},
 		{"inline S3 secret", `{ enable = true; settings = { backend = "s3"; s3-bucket = "b"; s3-secret-key = "hunter2"; }; }`,
 			[]string{"Failed assertions", "services.cached.settings.s3-secret-key would put a secret into the world-readable Nix store", "CACHED_S3_SECRET_KEY=... in services.cached.environmentFile"}},
+		{"upstream password inline", `{ enable = true; settings.upstream = [ "https://cache.nixos.org" "https://ci:hunter2@cache.corp.example" ]; }`,
+			[]string{"Failed assertions", "services.cached.settings.upstream has a URL with user:password@", "services.cached.upstreamNetrcFile"}},
 		{"data outside the state directory", `{ enable = true; settings.data = "/srv/cache"; }`,
 			[]string{"Failed assertions", "services.cached.settings.data = /srv/cache is outside /var/lib/cached"}},
 	} {
@@ -651,5 +653,34 @@ func TestVendorHash(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(out)); got != string(m[1]) {
 		t.Errorf("nix/package.nix's vendorHash is stale: go.mod/go.sum vendor to %s; set\n\tvendorHash = %q;", got, got)
+	}
+}
+
+// TestModuleUpstreamCredentials: a private upstream's netrc and token files are credentials,
+// named in the config file by their credential path, never by their source.
+func TestModuleUpstreamCredentials(t *testing.T) {
+	s := mustEvalModule(t, `{
+    enable = true;
+    settings.upstream = [ "https://cache.corp.example" "https://bob@other.example" ];
+    settings.upstream-key = [ "corp-1:AAAA" ];
+    upstreamNetrcFile = "/run/keys/upstream-netrc";
+    upstreamTokenFile = "/run/keys/upstream-token";
+  }`)
+	sc := s.Services["cached"].ServiceConfig
+	checkSettings(t, "cached.service", sc, map[string]any{
+		"LoadCredential": []any{"upstream-netrc:/run/keys/upstream-netrc", "upstream-token:/run/keys/upstream-token"},
+	})
+	execStart, _ := sc["ExecStart"].(string)
+	_, toml := configFile(t, execStart)
+	for _, line := range []string{
+		`upstream-netrc-file = "/run/credentials/cached.service/upstream-netrc"`,
+		`upstream-token-file = "/run/credentials/cached.service/upstream-token"`,
+	} {
+		if !slices.Contains(strings.Split(toml, "\n"), line) {
+			t.Errorf("config file lacks the line %s:\n%s", line, toml)
+		}
+	}
+	if strings.Contains(toml, "/run/keys") {
+		t.Errorf("config file names a secret's source path:\n%s", toml)
 	}
 }

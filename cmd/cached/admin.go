@@ -58,16 +58,17 @@ func (a *adminFlags) do(method, path string, body io.Reader) (*http.Response, er
 
 type gcCmd struct {
 	adminFlags
-	OlderThan string   `help:"Collect store paths not accessed (narinfo hit or download) for this long, e.g. 30d, 2w, 36h."`
-	MaxSize   byteSize `help:"Then collect least recently used paths until stored NARs fit in this size, e.g. 500GiB."`
-	KeepSince string   `help:"Never collect paths uploaded less than this long ago, e.g. 1d."`
-	Grace     string   `help:"A NAR is deleted only after it has had no narinfo for this long, so clients holding a cached narinfo can still download it." default:"1h"`
-	DryRun    bool     `help:"Print what would be deleted and the bytes freed; delete nothing."`
+	OlderThan  string   `help:"Collect store paths not accessed (narinfo hit or download) for this long, e.g. 30d, 2w, 36h."`
+	MaxSize    byteSize `help:"Then collect least recently used paths until stored NARs fit in this size, e.g. 500GiB."`
+	KeepSince  string   `help:"Never collect paths uploaded less than this long ago, e.g. 1d."`
+	Grace      string   `help:"A NAR is deleted only after it has had no narinfo for this long, so clients holding a cached narinfo can still download it." default:"1h"`
+	DryRun     bool     `help:"Print what would be deleted and the bytes freed; delete nothing."`
+	PulledOnly bool     `help:"Collect only paths pulled from an upstream (pull-through); uploaded paths and their closures stay. Alone, collects every pulled path no uploaded path references; with --older-than or --max-size, only pulled paths count as candidates."`
 }
 
 func (g *gcCmd) Run(log *slog.Logger) error {
-	if g.OlderThan == "" && g.MaxSize == 0 {
-		return fmt.Errorf("give --older-than and/or --max-size")
+	if g.OlderThan == "" && g.MaxSize == 0 && !g.PulledOnly {
+		return fmt.Errorf("give --older-than and/or --max-size (or --pulled-only)")
 	}
 	q := url.Values{}
 	if g.OlderThan != "" {
@@ -82,6 +83,9 @@ func (g *gcCmd) Run(log *slog.Logger) error {
 	q.Set("grace", g.Grace)
 	if g.DryRun {
 		q.Set("dry-run", "1")
+	}
+	if g.PulledOnly {
+		q.Set("pulled-only", "1")
 	}
 	resp, err := g.do(http.MethodPost, "/_cached/gc?"+q.Encode(), nil)
 	if err != nil {

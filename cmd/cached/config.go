@@ -25,6 +25,8 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/cached-dev/cached/internal/upstream"
 )
 
 // metaFlags steer the command line itself; a file cannot set them.
@@ -459,4 +461,25 @@ func quoteList(s []string) string {
 // redacted says whether fl carries a secret inline (`redact:"true"`): its value is never shown.
 func redacted(fl *kong.Flag) bool {
 	return fl.Tag.Get("redact") == "true"
+}
+
+// redactsUserinfo says whether fl is a URL, or list of URLs, that may carry a password as
+// user:password@ (`redact:"userinfo"`): shown with the password replaced.
+func redactsUserinfo(fl *kong.Flag) bool {
+	return fl.Tag.Get("redact") == "userinfo"
+}
+
+// redactURLs is v (a string or []string of URLs) with their passwords replaced.
+func redactURLs(v reflect.Value) reflect.Value {
+	switch v.Kind() {
+	case reflect.String:
+		return reflect.ValueOf(upstream.RedactURL(v.String()))
+	case reflect.Slice:
+		out := make([]string, v.Len())
+		for i := range out {
+			out[i] = upstream.RedactURL(fmt.Sprint(v.Index(i).Interface()))
+		}
+		return reflect.ValueOf(out)
+	}
+	return v
 }

@@ -400,3 +400,33 @@ secret-key-file = ["/run/secrets/key-1", "/run/secrets/key-2"]
 		t.Errorf("serve --secret-key-file from the file: got %q", c.Serve.SecretKeyFile)
 	}
 }
+
+// An upstream URL's password (user:password@) is redacted, the rest of the URL shown; a value
+// with an "@" that is not a URL at all is hidden whole.
+func TestConfigCheckRedactsUpstreamPassword(t *testing.T) {
+	cleanEnv(t)
+	path := writeConfig(t, `
+upstream = ["https://alice:pa55w0rd@cache.corp.example/nix", "https://cache.nixos.org", "https://bob@other.example"]
+`)
+	code, out, stderr := runCLI(t, "config", "check", "--config", path, "--upstream", "http://carol:hunter2@[::1:bad")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, secret := range []string{"pa55w0rd", "hunter2"} {
+		if strings.Contains(out+stderr, secret) {
+			t.Errorf("output shows the password %q:\n%s%s", secret, out, stderr)
+		}
+	}
+	want := `upstream = ["<redacted>"]  # command line`
+	if !strings.Contains(squeeze(out), want) {
+		t.Errorf("output lacks %q:\n%s", want, out)
+	}
+	code, out, stderr = runCLI(t, "config", "check", "--config", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want = fmt.Sprintf(`upstream = ["https://alice:<redacted>@cache.corp.example/nix", "https://cache.nixos.org", "https://bob@other.example"]  # %s:2`, path)
+	if strings.Contains(out, "pa55w0rd") || !strings.Contains(squeeze(out), want) {
+		t.Errorf("output lacks %q (or shows the password):\n%s", want, out)
+	}
+}

@@ -12,7 +12,7 @@ import (
 )
 
 type configCmd struct {
-	Check configCheckCmd `cmd:"" help:"Read the configuration the way cached serve does (--config file, CACHED_* environment, and any serve flags given here), report the first bad key with its file and line, and print every setting with its effective value and where it came from (command line, environment, file:line or default), as TOML. Secret values (s3-access-key, s3-secret-key) are shown as <redacted>; paths to files holding secrets are shown as they are. Exits 0 when the configuration is valid, 2 otherwise. It checks keys, types and values; what only start-up can find (a key file that is missing, a port in use) it does not."`
+	Check configCheckCmd `cmd:"" help:"Read the configuration the way cached serve does (--config file, CACHED_* environment, and any serve flags given here), report the first bad key with its file and line, and print every setting with its effective value and where it came from (command line, environment, file:line or default), as TOML. Secret values (s3-access-key, s3-secret-key, and the password of an upstream URL's user:password@) are shown as <redacted>; paths to files holding secrets are shown as they are. Exits 0 when the configuration is valid, 2 otherwise. It checks keys, types and values; what only start-up can find (a key file that is missing, a port in use) it does not."`
 }
 
 // configCheckCmd takes every serve flag, so that checking a command line, not only a file, is
@@ -57,6 +57,8 @@ func (c *configCheckCmd) Run(kctx *kong.Context, out io.Writer, file *configFile
 		val := tomlLiteral(fl.Target)
 		if redacted(fl) && !fl.Target.IsZero() {
 			val = `"<redacted>"`
+		} else if redactsUserinfo(fl) {
+			val = tomlLiteral(redactURLs(fl.Target))
 		}
 		fmt.Fprintf(tw, "%s = %s\t# %s\n", fl.Name, val, src)
 	}

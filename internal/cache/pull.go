@@ -70,7 +70,19 @@ func (c *Cache) PutPulled(ctx context.Context, ni *narinfo.NarInfo, body io.Read
 			return false, err
 		}
 	}
-	return c.commitNarInfo(ctx, ni.HashPart(), ni, nn, false)
+	stored, err = c.commitNarInfo(ctx, ni.HashPart(), ni, nn, false)
+	if err != nil || !stored {
+		return stored, err
+	}
+	// Marked for the pulled-hits metric and gc --pulled-only; a lost mark costs only those.
+	marks := []string{ni.HashPart()}
+	if body != nil {
+		marks = append(marks, ni.URL) // the stored object's name, set by the commit
+	}
+	if err := c.index.MarkPulled(marks...); err != nil {
+		c.log.Warn("marking a pulled path", "storePath", ni.StorePath, "err", err)
+	}
+	return true, nil
 }
 
 // HasNarObject reports whether the NAR object name is stored and verified, so that a pulled

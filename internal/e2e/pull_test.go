@@ -25,6 +25,12 @@ type nginxProc struct {
 // startNginx serves root with nginx on a free port until the end of the test (or Stop).
 func startNginx(t *testing.T, root string) *nginxProc {
 	t.Helper()
+	return startNginxWith(t, root, "")
+}
+
+// startNginxWith is startNginx with more directives in its server block.
+func startNginxWith(t *testing.T, root, server string) *nginxProc {
+	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
@@ -65,9 +71,10 @@ http {
     server {
         listen %[4]s;
         root %[5]s;
+        %[6]s
     }
 }
-`, dir, user, access, addr, root)
+`, dir, user, access, addr, root, server)
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -182,4 +189,109 @@ func TestPullThroughNginxUpstream(t *testing.T) {
 		t.Fatalf("pushed narinfo: %d, want it as uploaded (not pulled):\n%s", code, body)
 	}
 	substituteFresh(t, reader, srv.URL, srv.PublicKey, c2)
+}
+
+// TestPullThroughPrivateNginxUpstream: the upstream is nginx demanding credentials, HTTP Basic
+// (auth_basic) for one, a bearer token for the other. cached serve given them in files
+// (--upstream-netrc-file, --upstream-token-file) pulls, and a fresh store substitutes the
+// closure through it; without them, the upstream's 401s leave the path missing, and nothing of
+// the credentials reaches cached's log.
+func TestPullThroughPrivateNginxUpstream(t *testing.T) {
+	requireNix(t)
+	keys, upstreamKey, _ := operatorKeys(t)
+	reader := newNixClient(t, "127.0.0.1", "")
+	c := buildClosure(t, reader, 64<<10)
+	upDir := t.TempDir()
+	nixCopyToFile(t, reader, upDir, keys, "xz", c)
+	secrets := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(secrets, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	htpasswd := write("htpasswd", "ci:{PLAIN}basic-s3cret\n")
+	if os.Getuid() != 0 {
+		os.Chmod(htpasswd, 0o644) // nginx's workers read it
+	}
+
+	basicNgx := startNginxWith(t, upDir, `auth_basic "private cache"; auth_basic_user_file `+htpasswd+`;`)
+	bearerNgx := startNginxWith(t, upDir, `if ($http_authorization != "Bearer bearer-s3cret") { return 401; }`)
+
+	// Without credentials: 401, so the path is missing here (and not remembered as missing).
+	srv := startServer(t, t.TempDir(), "--upstream", basicNgx.URL, "--upstream-key", upstreamKey)
+	for range 2 {
+		if code, _ := get(t, srv.URL+"/"+hashOf(c.Top)+".narinfo"); code != 404 {
+			t.Fatalf("narinfo through an upstream that wants credentials, without them: %d, want 404", code)
+		}
+	}
+	// nginx writes its access log line after the answer: wait for it.
+	n := 0
+	for deadline := time.Now().Add(5 * time.Second); n < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n = strings.Count(basicNgx.requests(), "GET /"+hashOf(c.Top)+".narinfo HTTP/1.1\" 401")
+	}
+	if n != 2 {
+		t.Fatalf("nginx answered %d narinfo requests with 401, want 2 (a 401 is not remembered as a miss):\n%s", n, basicNgx.requests())
+	}
+	srv.Stop()
+
+	for _, tc := range []struct {
+		name string
+		ngx  *nginxProc
+		args []string
+	}{
+		{"netrc", basicNgx, []string{"--upstream-netrc-file", write("netrc", "machine elsewhere.example login x password y\nmachine 127.0.0.1 login ci password basic-s3cret\n")}},
+		{"token", bearerNgx, []string{"--upstream-token-file", write("token", "bearer-s3cret\n")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startServer(t, t.TempDir(), append([]string{"--upstream", tc.ngx.URL, "--upstream-key", upstreamKey}, tc.args...)...)
+			substituteFresh(t, reader, srv.URL, srv.PublicKey, c)
+			if !strings.Contains(tc.ngx.requests(), "GET /"+hashOf(c.Top)+".narinfo HTTP/1.1\" 200") {
+				t.Fatalf("nginx never served the narinfo:\n%s", tc.ngx.requests())
+			}
+			srv.Stop()
+			if log := srv.stderr.String(); strings.Contains(log, "s3cret") {
+				t.Fatalf("cached's log shows a credential:\n%s", log)
+			}
+		})
+	}
+}
+
+// TestPullThroughGCPulledOnly: cached gc --pulled-only drops the closure cached pulled from
+// nginx and keeps the one nix copy uploaded; the pulled closure is pulled again on demand.
+func TestPullThroughGCPulledOnly(t *testing.T) {
+	requireNix(t)
+	keys, upstreamKey, _ := operatorKeys(t)
+	reader := newNixClient(t, "127.0.0.1", "")
+	pulled := buildClosure(t, reader, 4096)
+	upDir := t.TempDir()
+	nixCopyToFile(t, reader, upDir, keys, "xz", pulled)
+	ngx := startNginx(t, upDir)
+	srv := startServer(t, t.TempDir(), "--upstream", ngx.URL, "--upstream-key", upstreamKey)
+	substituteFresh(t, reader, srv.URL, srv.PublicKey, pulled)
+	for _, p := range []string{pulled.Top, pulled.Dep} {
+		for deadline := time.Now().Add(10 * time.Second); stored(srv, p) != http.StatusOK; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("cached did not store the pulled %s", p)
+			}
+		}
+	}
+	uploaded := buildClosure(t, reader, 2048)
+	pusher := newNixClient(t, "127.0.0.1", srv.Token)
+	pusher.run("nix", "copy", "--to", srv.URL, uploaded.Top)
+
+	out, err := cachedAdmin(t, srv, "gc", "--pulled-only")
+	if err != nil {
+		t.Fatalf("gc --pulled-only: %v\n%s", err, out)
+	}
+	for p, want := range map[string]int{pulled.Top: 404, pulled.Dep: 404, uploaded.Top: 200, uploaded.Dep: 200} {
+		if got := stored(srv, p); got != want {
+			t.Errorf("after gc --pulled-only: %s answers %d, want %d\n%s", p, got, want, out)
+		}
+	}
+	if err := substitutes(t, reader, srv, uploaded.Top); err != nil {
+		t.Errorf("the uploaded closure no longer substitutes: %v", err)
+	}
+	substituteFresh(t, reader, srv.URL, srv.PublicKey, pulled) // pulled again
 }

@@ -29,6 +29,9 @@ type Policy struct {
 	KeepSince time.Duration // never collect a path uploaded less than this long ago
 	Grace     time.Duration // a NAR outlives its last narinfo by this long
 	DryRun    bool          // report, delete nothing
+	// PulledOnly collects only paths pulled from an upstream (pull-through); an uploaded path
+	// stays, and so does its closure, pulled paths included.
+	PulledOnly bool
 }
 
 // Report is what a run did (or, dry, would do).
@@ -55,6 +58,7 @@ type path struct {
 	lastAccess time.Time
 	created    time.Time
 	pinned     bool
+	pulled     bool // pulled from an upstream
 	evict      bool
 	referrers  int // kept paths that reference it
 }
@@ -84,7 +88,7 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 	fmt.Fprintf(out, "gc: %d store paths in the index\n", len(paths))
 
 	protected := func(pt *path) bool {
-		return pt.pinned || (p.KeepSince > 0 && now.Sub(pt.created) < p.KeepSince)
+		return pt.pinned || (p.KeepSince > 0 && now.Sub(pt.created) < p.KeepSince) || (p.PulledOnly && !pt.pulled)
 	}
 	// Pins hold their whole closure.
 	var pinRoots []*path
@@ -237,7 +241,7 @@ func markFailed(paths map[string]*path, pt *path, failed map[string]bool) {
 	}
 }
 
-// load reads every narinfo with its times and pins.
+// load reads every narinfo with its times, pins and pulled marks.
 func load(ix *index.Index) (map[string]*path, error) {
 	paths := map[string]*path{}
 	err := ix.NarInfos(func(hash string, text []byte) error {
@@ -271,6 +275,13 @@ func load(ix *index.Index) (map[string]*path, error) {
 	if err := ix.CreatedTimes(func(hash string, t time.Time) {
 		if pt := paths[hash]; pt != nil {
 			pt.created = t
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if err := ix.Pulled(func(key string, _ time.Time) {
+		if pt := paths[key]; pt != nil {
+			pt.pulled = true
 		}
 	}); err != nil {
 		return nil, err

@@ -215,3 +215,49 @@ func TestReplicaGCSeesReferrersCommittedElsewhere(t *testing.T) {
 		t.Errorf("the dependency's NAR: %v", err)
 	}
 }
+
+// TestPulledOnly: with PulledOnly, only paths marked pulled go, top down; an uploaded path stays
+// and holds its closure, the pulled paths in it included. The marks of deleted paths go too.
+func TestPulledOnly(t *testing.T) {
+	ctx := context.Background()
+	c, ix := runCache(t)
+	// 1 pulled, alone; 2 pulled, held by 3 (uploaded); 4 pulled, held by 5 (pulled); 6 uploaded.
+	put := func(i int, refs ...string) string {
+		p := newPath(t, i, refs...)
+		p.putNar(t, c)
+		p.putInfo(t, c)
+		return p.hash
+	}
+	h1, h2 := put(1), put(2)
+	h3 := put(3, h2)
+	h4 := put(4)
+	h5 := put(5, h4)
+	h6 := put(6)
+	if err := ix.MarkPulled(h1, h2, h4, h5); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep, err := Run(ctx, c, ix, Policy{ByAge: true, PulledOnly: true, Grace: time.Hour}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PathsDeleted != 3 {
+		t.Fatalf("deleted %d paths, want 3 (1, 4, 5):\n%s", rep.PathsDeleted, out.String())
+	}
+	for h, want := range map[string]bool{h1: false, h2: true, h3: true, h4: false, h5: false, h6: true} {
+		if has, err := ix.HasNarInfo(h); err != nil || has != want {
+			t.Errorf("path %s: present %v (%v), want %v\n%s", h, has, err, want, out.String())
+		}
+	}
+	var marks []string
+	ix.Pulled(func(k string, _ time.Time) { marks = append(marks, k) })
+	if len(marks) != 1 || marks[0] != h2 {
+		t.Errorf("pulled marks after the run: %v, want only %s", marks, h2)
+	}
+
+	// Without PulledOnly, the same age policy takes the uploaded ones too.
+	rep, err = Run(ctx, c, ix, Policy{ByAge: true, Grace: time.Hour}, io.Discard)
+	if err != nil || rep.PathsDeleted != 3 {
+		t.Fatalf("plain run: %+v, %v; want the 3 left deleted", rep, err)
+	}
+}

@@ -16,11 +16,14 @@ import (
 //	c/<store hash>       when the narinfo was committed
 //	p/<store hash>       pinned: the closure is never collected
 //	o/<nar object>       since when no narinfo points at the NAR (GC grace period)
+//	u/<store hash>       pulled from an upstream (pull-through), and when
+//	u/nar/<object>       a NAR object pulled from an upstream, and when
 const (
 	prefixAccess  = "t/"
 	prefixCreated = "c/"
 	prefixPin     = "p/"
 	prefixOrphan  = "o/"
+	prefixPulled  = "u/"
 )
 
 func encTime(t time.Time) []byte {
@@ -102,13 +105,54 @@ func (ix *Index) SetOrphaned(name string, t time.Time) error {
 	return ix.set(prefixOrphan+name, encTime(t))
 }
 
+// MarkPulled records that the store paths or NAR objects ("nar/...") keys were pulled from an
+// upstream rather than uploaded.
+func (ix *Index) MarkPulled(keys ...string) error {
+	now := encTime(time.Now())
+	return ix.db.Update(func(txn *badger.Txn) error {
+		for _, k := range keys {
+			if err := txn.Set([]byte(prefixPulled+k), now); err != nil {
+				return fmt.Errorf("index mark %s pulled: %w", k, err)
+			}
+		}
+		return nil
+	})
+}
+
+// PulledAmong returns which of keys (store hashes or "nar/..." names) are marked pulled, read in
+// one transaction.
+func (ix *Index) PulledAmong(keys []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := ix.db.View(func(txn *badger.Txn) error {
+		for _, k := range keys {
+			_, err := txn.Get([]byte(prefixPulled + k))
+			switch {
+			case err == nil:
+				out[k] = true
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index pulled marks: %w", err)
+	}
+	return out, nil
+}
+
+// Pulled calls fn for every store hash and NAR object ("nar/...") marked pulled.
+func (ix *Index) Pulled(fn func(key string, since time.Time)) error {
+	return ix.iterate(prefixPulled, func(k string, v []byte) error { fn(k, decTime(v)); return nil })
+}
+
 // ClearOrphaned forgets the orphan mark of a NAR object (a narinfo points at it again).
 func (ix *Index) ClearOrphaned(name string) error { return ix.del(prefixOrphan + name) }
 
 // ForgetPath drops everything the index keeps about a store path except its narinfo.
 func (ix *Index) ForgetPath(hash string) error {
 	return ix.db.Update(func(txn *badger.Txn) error {
-		for _, p := range []string{prefixAccess, prefixCreated} {
+		for _, p := range []string{prefixAccess, prefixCreated, prefixPulled} {
 			if err := txn.Delete([]byte(p + hash)); err != nil {
 				return err
 			}
@@ -120,7 +164,7 @@ func (ix *Index) ForgetPath(hash string) error {
 // ForgetNar drops everything the index keeps about a NAR object.
 func (ix *Index) ForgetNar(name, narHash string) error {
 	return ix.db.Update(func(txn *badger.Txn) error {
-		keys := []string{prefixNar + name, prefixOrphan + name, prefixAccess + name}
+		keys := []string{prefixNar + name, prefixOrphan + name, prefixAccess + name, prefixPulled + name}
 		if narHash != "" {
 			item, err := txn.Get([]byte(prefixNarHash + narHash))
 			if err == nil {

@@ -41,7 +41,7 @@ func (s *Server) adminRoutes(r chi.Router) {
 
 // postGC runs a collection and streams its progress as text; the last line is "report: " and
 // the JSON report. Query: older-than, max-size (bytes), keep-since, grace (Go durations or Nd),
-// dry-run=1.
+// dry-run=1, pulled-only=1.
 func (s *Server) postGC(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var p gc.Policy
@@ -67,7 +67,9 @@ func (s *Server) postGC(w http.ResponseWriter, r *http.Request) {
 		p.Grace = time.Hour
 	}
 	p.DryRun = q.Get("dry-run") == "1" || q.Get("dry-run") == "true"
-	p.ByAge = q.Get("older-than") != ""
+	p.PulledOnly = q.Get("pulled-only") == "1" || q.Get("pulled-only") == "true"
+	// pulled-only alone: every pulled path that no uploaded path holds.
+	p.ByAge = q.Get("older-than") != "" || p.PulledOnly && p.MaxSize == 0
 	if !p.ByAge && p.MaxSize == 0 {
 		s.writeError(w, r, &cache.InputError{Field: "policy", Err: errors.New("give older-than and/or max-size")})
 		return

@@ -25,23 +25,29 @@ type upstream struct {
 	small time.Duration
 }
 
-func newUpstream(raw string, t Timeouts, br BreakerConfig) (*upstream, error) {
+func newUpstream(raw string, t Timeouts, br BreakerConfig, creds Credentials) (*upstream, error) {
+	shown := RedactURL(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("upstream %q: %w", raw, err)
+		// url.Parse's error quotes the URL, password and all; its reason may quote a part.
+		if shown != raw {
+			return nil, fmt.Errorf("upstream %q: not a URL", shown)
+		}
+		return nil, fmt.Errorf("upstream: %w", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("upstream %q: want an http:// or https:// URL", raw)
+		return nil, fmt.Errorf("upstream %q: want an http:// or https:// URL", shown)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("upstream %q: a query or fragment has no meaning here", raw)
+		return nil, fmt.Errorf("upstream %q: a query or fragment has no meaning here", shown)
 	}
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"
 		u.RawPath = ""
 	}
-	shown := *u
-	shown.User = nil
+	// The URL's credentials leave the URL: the transport adds them, to this scheme and host only.
+	auth := credentialsFor(u, creds)
+	u.User = nil
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: t.Connect, KeepAlive: 30 * time.Second}).DialContext,
@@ -53,8 +59,8 @@ func newUpstream(raw string, t Timeouts, br BreakerConfig) (*upstream, error) {
 	}
 	return &upstream{
 		base:    u,
-		name:    shown.String(),
-		client:  &http.Client{Transport: tr},
+		name:    u.String(),
+		client:  &http.Client{Transport: &authTransport{next: tr, scheme: u.Scheme, host: u.Host, auth: auth}},
 		breaker: breaker{failures: br.Failures, cooldown: br.Cooldown},
 		idle:    t.Idle,
 		small:   t.Connect + t.FirstByte + t.Idle,
@@ -74,7 +80,8 @@ func (e *statusError) Error() string { return fmt.Sprintf("GET %s: status %d", e
 
 // get sends GET base+rel. It returns the response of a 200 (its body bounded by the idle
 // timeout: cancel ends it), found false for a 404, or an error (which counts against the
-// breaker). The request carries the URL's credentials, if any (basic auth).
+// breaker; a 401 is one: a cache that wants credentials it did not get has not said it lacks the
+// path). The request carries the upstream's credentials, if any (authTransport).
 func (u *upstream) get(ctx context.Context, rel string) (resp *http.Response, cancel context.CancelFunc, found bool, err error) {
 	return u.getFrom(ctx, rel, -1, "")
 }
@@ -140,9 +147,7 @@ func (u *upstream) getFrom(ctx context.Context, rel string, from int64, validato
 	drain(resp.Body)
 	cancel()
 	u.breaker.failure(time.Now())
-	shown := *target
-	shown.User = nil
-	return nil, nil, false, &statusError{url: shown.String(), status: resp.StatusCode}
+	return nil, nil, false, &statusError{url: target.String(), status: resp.StatusCode}
 }
 
 func drain(body io.ReadCloser) {

@@ -9,6 +9,7 @@ type metrics struct {
 	bytes        *prometheus.CounterVec // upstream
 	negativeHits prometheus.Counter
 	breakerState []prometheus.Collector // one gauge per upstream
+	pulledHits   []prometheus.Collector // narinfo, nar
 }
 
 func newMetrics(p *Puller) *metrics {
@@ -33,6 +34,20 @@ func newMetrics(p *Puller) *metrics {
 			Help: "Narinfo misses answered from the memory of a recent upstream 404, without asking.",
 		}),
 	}
+	if p.store != nil {
+		for i, kind := range []string{"narinfo", "nar"} {
+			m.pulledHits = append(m.pulledHits, prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "cached_pulled_hits_total",
+				Help: "Hits on paths pulled from an upstream, by kind (narinfo: GET/HEAD of a pulled " +
+					"narinfo once stored; nar: download of a pulled NAR object, the ones served while it " +
+					"was pulled included), counted when access times are flushed (every 10s).",
+				ConstLabels: prometheus.Labels{"kind": kind},
+			}, func() float64 {
+				ni, nar := p.store.PulledHits()
+				return float64([]uint64{ni, nar}[i])
+			}))
+		}
+	}
 	for _, u := range p.upstreams {
 		m.breakerState = append(m.breakerState, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "cached_upstream_breaker_state",
@@ -53,5 +68,6 @@ func (m *metrics) request(u *upstream, kind, result string) {
 // Collectors are the metrics to register.
 func (p *Puller) Collectors() []prometheus.Collector {
 	m := p.metrics
-	return append([]prometheus.Collector{m.requests, m.refused, m.bytes, m.negativeHits}, m.breakerState...)
+	out := append([]prometheus.Collector{m.requests, m.refused, m.bytes, m.negativeHits}, m.breakerState...)
+	return append(out, m.pulledHits...)
 }

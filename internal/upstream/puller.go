@@ -31,6 +31,9 @@ type Store interface {
 	PutPulled(ctx context.Context, ni *narinfo.NarInfo, body io.Reader, verified func()) (bool, error)
 	HasNarObject(ctx context.Context, name string) bool
 	NarInfo(ctx context.Context, hash string) ([]byte, error)
+	// PulledHits are the hits served from what was pulled and stored (narinfo GET/HEAD, NAR
+	// downloads).
+	PulledHits() (narinfos, nars uint64)
 }
 
 // Timeouts bound each request to an upstream.
@@ -56,6 +59,8 @@ type Config struct {
 	NegativeTTL time.Duration
 	Timeouts    Timeouts
 	Breaker     BreakerConfig
+	// Credentials are sent to the upstreams they are for, and only to them.
+	Credentials Credentials
 	// SpoolDir holds each NAR being pulled while it streams to its clients (deleted as soon as
 	// it is opened); "" is os.TempDir().
 	SpoolDir string
@@ -139,7 +144,7 @@ func New(store Store, cfg Config) (*Puller, error) {
 	}
 	seen := map[string]bool{}
 	for _, raw := range cfg.URLs {
-		u, err := newUpstream(raw, cfg.Timeouts, cfg.Breaker)
+		u, err := newUpstream(raw, cfg.Timeouts, cfg.Breaker, cfg.Credentials)
 		if err != nil {
 			return nil, err
 		}

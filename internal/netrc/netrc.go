@@ -1,31 +1,32 @@
-package push
+// Package netrc reads netrc files (login and password by host) as curl, and so nix, reads them.
+// It reads; it never writes nor logs a password.
+package netrc
 
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 )
 
-// NetrcEntry is one machine (or the default) of a netrc file.
-type NetrcEntry struct {
+// Entry is one machine (or the default) of a netrc file.
+type Entry struct {
 	Machine  string // "" for the default entry
 	Login    string
 	Password string
 }
 
-// ParseNetrc reads a netrc file as curl (and so nix, whose netrc-file it is) does: whitespace-
+// Parse reads a netrc file as curl (and so nix, whose netrc-file it is) does: whitespace-
 // separated tokens, "machine NAME" or "default" opening an entry, "login", "password" and
 // "account" taking the next token as value, "macdef NAME" skipping up to the next empty line,
 // and "#" starting a comment up to the end of its line. Values may be double-quoted, with
 // backslash escapes. Unknown tokens are an error, as is a keyword without its value.
-func ParseNetrc(data string) ([]NetrcEntry, error) {
+func Parse(data string) ([]Entry, error) {
 	var (
-		entries []NetrcEntry
-		cur     *NetrcEntry
+		entries []Entry
+		cur     *Entry
 	)
-	t := netrcTokens{s: data}
+	t := tokens{s: data}
+	afterSecret := false // the last token read was a password or account value
 	for {
 		tok, ok, err := t.next()
 		if err != nil {
@@ -40,12 +41,13 @@ func ParseNetrc(data string) ([]NetrcEntry, error) {
 			if err != nil {
 				return nil, err
 			}
-			entries = append(entries, NetrcEntry{Machine: name})
+			entries = append(entries, Entry{Machine: name})
 			cur = &entries[len(entries)-1]
 		case "default":
-			entries = append(entries, NetrcEntry{})
+			entries = append(entries, Entry{})
 			cur = &entries[len(entries)-1]
 		case "login", "password", "account":
+			afterSecret = tok != "login"
 			v, err := t.value(tok)
 			if err != nil {
 				return nil, err
@@ -65,19 +67,26 @@ func ParseNetrc(data string) ([]NetrcEntry, error) {
 			}
 			t.skipMacro()
 		default:
+			if afterSecret {
+				// Most likely the rest of a password with a space: never quote it.
+				return nil, errors.New("netrc: unknown keyword after a password or account (one with spaces must be double-quoted)")
+			}
 			return nil, fmt.Errorf("netrc: unknown keyword %q", truncate(tok, 40))
+		}
+		if tok != "login" && tok != "password" && tok != "account" {
+			afterSecret = false
 		}
 	}
 	return entries, nil
 }
 
-// netrcTokens splits a netrc file into tokens.
-type netrcTokens struct {
+// tokens splits a netrc file into tokens.
+type tokens struct {
 	s   string
 	pos int
 }
 
-func (t *netrcTokens) next() (string, bool, error) {
+func (t *tokens) next() (string, bool, error) {
 	for t.pos < len(t.s) {
 		c := t.s[t.pos]
 		switch {
@@ -100,7 +109,7 @@ func (t *netrcTokens) next() (string, bool, error) {
 	return "", false, nil
 }
 
-func (t *netrcTokens) quoted() (string, bool, error) {
+func (t *tokens) quoted() (string, bool, error) {
 	var b strings.Builder
 	t.pos++ // the opening quote
 	for t.pos < len(t.s) {
@@ -132,7 +141,7 @@ func (t *netrcTokens) quoted() (string, bool, error) {
 }
 
 // value returns the token after keyword.
-func (t *netrcTokens) value(keyword string) (string, error) {
+func (t *tokens) value(keyword string) (string, error) {
 	v, ok, err := t.next()
 	if err != nil {
 		return "", err
@@ -145,7 +154,7 @@ func (t *netrcTokens) value(keyword string) (string, error) {
 
 // skipMacro skips a macro definition's body: the rest of its line and every line up to the
 // first empty one.
-func (t *netrcTokens) skipMacro() {
+func (t *tokens) skipMacro() {
 	i := strings.IndexByte(t.s[t.pos:], '\n')
 	if i < 0 {
 		t.pos = len(t.s)
@@ -169,65 +178,28 @@ func (t *netrcTokens) skipMacro() {
 	}
 }
 
-// looksLikeNetrc reports whether a token file is a netrc file: its first token is one of
-// netrc's entry keywords. A token never is (cached's tokens are "cached_<hex>").
-func looksLikeNetrc(data string) bool {
-	t := netrcTokens{s: data}
+// LooksLikeNetrc reports whether data is a netrc file rather than a bare secret: its first token
+// is one of netrc's entry keywords. A token never is (cached's tokens are "cached_<hex>").
+func LooksLikeNetrc(data string) bool {
+	t := tokens{s: data}
 	tok, ok, err := t.next()
 	return err == nil && ok && (tok == "machine" || tok == "default" || tok == "macdef")
 }
 
-// NetrcPassword returns the password of the entry for host (the default entry if no machine
-// matches), as curl picks it.
-func NetrcPassword(entries []NetrcEntry, host string) (string, bool) {
+// Lookup returns the entry for host (a host name, without port): the first machine of that name
+// (case-insensitive), else the default entry, as curl picks it.
+func Lookup(entries []Entry, host string) (Entry, bool) {
 	for _, e := range entries {
 		if e.Machine != "" && strings.EqualFold(e.Machine, host) {
-			return e.Password, true
+			return e, true
 		}
 	}
 	for _, e := range entries {
 		if e.Machine == "" {
-			return e.Password, true
+			return e, true
 		}
 	}
-	return "", false
-}
-
-// ReadToken reads the upload token for cacheURL from file: the file's content (surrounding
-// whitespace trimmed), or, when the file is a netrc file (as nix's netrc-file), the password of
-// the machine matching cacheURL's host. Errors name the file.
-func ReadToken(file, cacheURL string) (string, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("token file: %w", err)
-	}
-	data := string(raw)
-	if !looksLikeNetrc(data) {
-		tok := strings.TrimSpace(data)
-		if tok == "" {
-			return "", fmt.Errorf("token file %s is empty", file)
-		}
-		if strings.ContainsAny(tok, " \t\r\n") {
-			return "", fmt.Errorf("token file %s holds more than one word and is not a netrc file (want the token alone, or netrc lines \"machine HOST password TOKEN\")", file)
-		}
-		return tok, nil
-	}
-	entries, err := ParseNetrc(data)
-	if err != nil {
-		return "", fmt.Errorf("token file %s: %w", file, err)
-	}
-	u, err := url.Parse(cacheURL)
-	if err != nil {
-		return "", fmt.Errorf("cache URL %q: %w", cacheURL, err)
-	}
-	pw, ok := NetrcPassword(entries, u.Hostname())
-	if !ok {
-		return "", fmt.Errorf("token file %s is a netrc file without a \"machine %s\" (or default) entry", file, u.Hostname())
-	}
-	if pw == "" {
-		return "", fmt.Errorf("token file %s: the netrc entry for %s has no password", file, u.Hostname())
-	}
-	return pw, nil
+	return Entry{}, false
 }
 
 func truncate(s string, n int) string {
