@@ -9,6 +9,9 @@
 //	    download every NAR in NARS.tsv with N concurrent streams, largest first, discarding bytes
 //	client get -url URL [-repeat N]
 //	    download one URL (the big NAR) on one stream
+//	client presign -endpoint URL -bucket B -key K -access A -secret S [-region R]
+//	    print a presigned GET URL of an S3 object (path style), so that the same client fetches
+//	    it straight from the bucket as the baseline of cached on S3 (bench/s3.sh)
 //	client freeport
 //	    print a free TCP port on 127.0.0.1
 //	client sink -listen ADDR
@@ -42,11 +45,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: client narinfos|nars|get|freeport|sink|blackhole [flags]")
+		fmt.Fprintln(os.Stderr, "usage: client narinfos|nars|get|presign|freeport|sink|blackhole [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -57,6 +64,8 @@ func main() {
 		err = cmdNars(args)
 	case "get":
 		err = cmdGet(args)
+	case "presign":
+		err = cmdPresign(args)
 	case "freeport":
 		err = cmdFreePort()
 	case "sink":
@@ -502,4 +511,32 @@ func cmdSink(args []string) error {
 			http.Error(w, "not found", http.StatusNotFound)
 		}
 	}))
+}
+
+func cmdPresign(args []string) error {
+	fs := flag.NewFlagSet("presign", flag.ExitOnError)
+	endpoint := fs.String("endpoint", "", "S3 endpoint, http://host:port")
+	bucket := fs.String("bucket", "", "bucket")
+	key := fs.String("key", "", "object key")
+	access := fs.String("access", "", "access key")
+	secret := fs.String("secret", "", "secret key")
+	region := fs.String("region", "us-east-1", "region")
+	expiry := fs.Duration("expiry", time.Hour, "how long the URL is valid")
+	fs.Parse(args)
+	if *endpoint == "" || *bucket == "" || *key == "" || *access == "" || *secret == "" {
+		return errors.New("presign: -endpoint, -bucket, -key, -access and -secret are required")
+	}
+	client := s3.New(s3.Options{
+		Region:       *region,
+		BaseEndpoint: aws.String(*endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(*access, *secret, ""),
+	})
+	req, err := s3.NewPresignClient(client, s3.WithPresignExpires(*expiry)).PresignGetObject(context.Background(),
+		&s3.GetObjectInput{Bucket: bucket, Key: key})
+	if err != nil {
+		return fmt.Errorf("presign %s/%s: %w", *bucket, *key, err)
+	}
+	fmt.Println(req.URL)
+	return nil
 }
