@@ -6,7 +6,8 @@
 # uploads it to a fresh cached on S3 with nix copy, then, alternating BENCH_REPEAT times (3):
 # the NAR from versitygw through a presigned URL (the baseline), and from cached. Then
 # BENCH_S3_CONC (16) concurrent downloads of it from each, with cached's peak RSS (VmHWM, reset
-# before the row). Prints a table and writes bench/out/s3-<timestamp>.json.
+# before the row); and the NAR through a second cached on the bucket with --nar-redirect presign
+# (a 307 to versitygw, followed by the client). Prints a table and writes bench/out/s3-<timestamp>.json.
 #
 #   bench/s3.sh                 BENCH_S3_MIB=256 for a quick run; BENCH_KEEP=1 keeps the work dir;
 #                               BENCH_S3_PPROF=1 writes a CPU profile of cached serving the NAR
@@ -89,19 +90,36 @@ NAR_SIZE=$(cut -f3 "$WORK/nar.tsv")
 # cached keeps the layout of `nix copy --to s3://`: the NAR's key is its URL.
 PRESIGNED=$("$CLIENT" presign -endpoint "$GW" -bucket bucket -key "$NAR_URL" -access bench -secret bench-secret-key)
 
+# A second server on the same bucket (a replica, its own index) answering NAR GETs with a 307 to
+# a presigned URL: the client follows it to versitygw, so the bytes skip cached.
+"$SERVER" serve --listen 127.0.0.1:0 --data "$WORK/data-redirect" --secret-key-file "$data/secret-key" \
+	--backend s3 --s3-bucket bucket --s3-endpoint "$GW" --s3-region us-east-1 --s3-path-style \
+	--s3-access-key bench --s3-secret-key bench-secret-key --nar-redirect presign >"$WORK/redirect.out" 2>"$WORK/redirect.log" &
+PIDS+=("$!")
+REDIRECT_URL=
+for _ in $(seq 1 600); do
+	REDIRECT_URL=$(sed -n 's/^cached is serving .* at \(http:[^ ]*\)$/\1/p' "$WORK/redirect.out" | head -n1)
+	[ -n "$REDIRECT_URL" ] && break
+	sleep 0.1
+done
+[ -n "$REDIRECT_URL" ] || die "cached --nar-redirect did not start: $(tail -n 5 "$WORK/redirect.log")"
+"$CLIENT" narinfos -base "$REDIRECT_URL" -hashes "$WORK/hash" -out "$WORK/nar-redirect.tsv" >/dev/null
+
 vmhwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 reset_hwm() { echo 5 >"/proc/$1/clear_refs"; }
 
-gw_runs=() cached_runs=()
+gw_runs=() cached_runs=() redirect_runs=()
 for r in $(seq 1 "$REPEAT"); do
 	gw_runs+=("$("$CLIENT" get -url "$PRESIGNED" | jq .seconds)")
 	cached_runs+=("$("$CLIENT" get -url "$CACHED_URL/$NAR_URL" | jq .seconds)")
-	log "round $r: versitygw ${gw_runs[-1]} s, cached ${cached_runs[-1]} s"
+	redirect_runs+=("$("$CLIENT" get -url "$REDIRECT_URL/$NAR_URL" | jq .seconds)")
+	log "round $r: versitygw ${gw_runs[-1]} s, cached ${cached_runs[-1]} s, cached --nar-redirect ${redirect_runs[-1]} s"
 done
 one_hwm=$(vmhwm_kib "$CACHED_PID")
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 gw_s=$(median "${gw_runs[@]}")
 cached_s=$(median "${cached_runs[@]}")
+redirect_s=$(median "${redirect_runs[@]}")
 
 for _ in $(seq 1 "$CONC"); do printf '%s\t%s\t%s\n' "$HASH" "$NAR_URL" "$NAR_SIZE"; done >"$WORK/conc-cached.tsv"
 for _ in $(seq 1 "$CONC"); do printf '%s\t%s\t%s\n' "$HASH" "${PRESIGNED#"$GW"/}" "$NAR_SIZE"; done >"$WORK/conc-gw.tsv"
@@ -120,11 +138,12 @@ if [ "${BENCH_S3_PPROF:-0}" = 1 ]; then
 fi
 
 jq -n --arg ts "$TS" --arg commit "$(git -C "$REPO" rev-parse HEAD)" --argjson size "$NAR_SIZE" \
-	--argjson gw "$gw_s" --argjson cached "$cached_s" --argjson onehwm "$one_hwm" \
+	--argjson gw "$gw_s" --argjson cached "$cached_s" --argjson onehwm "$one_hwm" --argjson redirect "$redirect_s" \
 	--argjson conc "$CONC" --argjson gwconc "$gw_conc" --argjson cachedconc "$cached_conc" --argjson conchwm "$conc_hwm" \
 	--arg gwruns "${gw_runs[*]}" --arg cachedruns "${cached_runs[*]}" '{
   timestamp: $ts, cached_commit: $commit, nar_bytes: $size,
   one: {versitygw_s: $gw, cached_s: $cached, ratio: ($gw / $cached), cached_peak_rss_kib: $onehwm,
+        redirect_s: $redirect, redirect_ratio: ($gw / $redirect),
         versitygw_runs: ($gwruns | split(" ") | map(tonumber)), cached_runs: ($cachedruns | split(" ") | map(tonumber))},
   concurrent: {streams: $conc, versitygw_s: $gwconc, cached_s: $cachedconc, ratio: ($gwconc / $cachedconc),
                cached_peak_rss_kib: $conchwm}
@@ -132,6 +151,7 @@ jq -n --arg ts "$TS" --arg commit "$(git -C "$REPO" rev-parse HEAD)" --argjson s
 printf '\nNAR of %.2f GiB: cached on S3 against the same object straight from versitygw (127.0.0.1)\n' "$(awk -v b="$NAR_SIZE" 'BEGIN { print b / 1073741824 }')"
 printf '%-22s %12s %12s %8s %18s\n' row "versitygw s" "cached s" ratio "cached peak RSS"
 awk -v g="$gw_s" -v c="$cached_s" -v h="$one_hwm" 'BEGIN { printf "%-22s %12.3f %12.3f %7.2fx %14.0f MiB\n", "1 client", g, c, g / c, h / 1024 }'
+awk -v g="$gw_s" -v c="$redirect_s" 'BEGIN { printf "%-22s %12.3f %12.3f %7.2fx %18s\n", "1 client, redirect", g, c, g / c, "-" }'
 awk -v g="$gw_conc" -v c="$cached_conc" -v h="$conc_hwm" -v n="$CONC" 'BEGIN { printf "%-22s %12.3f %12.3f %7.2fx %14.0f MiB\n", n " concurrent clients", g, c, g / c, h / 1024 }'
 echo "ratio: versitygw's time / cached's time (1.00x: as fast as the bucket itself)"
 echo "results: $OUT/s3-$TS.json"
