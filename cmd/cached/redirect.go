@@ -17,18 +17,38 @@ type narRedirectFlags struct {
 	NarRedirectExpiry time.Duration `help:"How long the presigned URLs of --nar-redirect presign stay valid (at most 168h)." default:"1h"`
 }
 
+// check refuses bad values before anything is opened.
+func (f *narRedirectFlags) check(backendName string) error {
+	switch {
+	case f.NarRedirect == "":
+		return nil
+	case backendName != "s3":
+		return fmt.Errorf("--nar-redirect %s: needs --backend s3 (the redirect points into the bucket)", f.NarRedirect)
+	case f.NarRedirect == "presign":
+		if f.NarRedirectExpiry <= 0 || f.NarRedirectExpiry > s3.MaxPresignExpiry {
+			return fmt.Errorf("--nar-redirect-expiry %v: out of range (0, %v]", f.NarRedirectExpiry, s3.MaxPresignExpiry)
+		}
+		return nil
+	}
+	u, err := url.Parse(f.NarRedirect)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("--nar-redirect %q: want presign, or an http:// or https:// base URL without query", f.NarRedirect)
+	}
+	if u.User != nil {
+		return fmt.Errorf("--nar-redirect: the base URL must not carry credentials")
+	}
+	return nil
+}
+
 // narRedirect checks the flags and builds the redirect; nil when off.
 func (f *narRedirectFlags) narRedirect(backendName string, b *s3.Backend) (*server.NarRedirect, error) {
-	if f.NarRedirect == "" {
-		return nil, nil
+	if err := f.check(backendName); err != nil || f.NarRedirect == "" {
+		return nil, err
 	}
-	if backendName != "s3" || b == nil {
+	if b == nil {
 		return nil, fmt.Errorf("--nar-redirect %s: needs --backend s3 (the redirect points into the bucket)", f.NarRedirect)
 	}
 	if f.NarRedirect == "presign" {
-		if f.NarRedirectExpiry <= 0 || f.NarRedirectExpiry > s3.MaxPresignExpiry {
-			return nil, fmt.Errorf("--nar-redirect-expiry %v: out of range (0, %v]", f.NarRedirectExpiry, s3.MaxPresignExpiry)
-		}
 		expiry := f.NarRedirectExpiry
 		return &server.NarRedirect{
 			URL: func(ctx context.Context, name string) (string, error) {
@@ -36,13 +56,6 @@ func (f *narRedirectFlags) narRedirect(backendName string, b *s3.Backend) (*serv
 			},
 			CacheControl: "no-store", // the URL expires
 		}, nil
-	}
-	u, err := url.Parse(f.NarRedirect)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("--nar-redirect %q: want presign, or an http:// or https:// base URL without query", f.NarRedirect)
-	}
-	if u.User != nil {
-		return nil, fmt.Errorf("--nar-redirect: the base URL must not carry credentials")
 	}
 	base := strings.TrimSuffix(f.NarRedirect, "/") + "/"
 	return &server.NarRedirect{

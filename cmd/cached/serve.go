@@ -97,6 +97,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	if os.Getenv("GOMEMLIMIT") == "" { // an operator's GOMEMLIMIT wins
 		debug.SetMemoryLimit(membudget.GoMemoryLimit(decoderMemory))
 	}
+	if err := c.narRedirectFlags.check(c.Backend); err != nil {
+		return err
+	}
 	shared := c.Backend == "s3" // replicas may share the bucket
 	st, err := c.open(ctx, log, cache.Options{
 		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel, Recompressions: c.Recompressions,
