@@ -7,7 +7,8 @@
 # the NAR from versitygw through a presigned URL (the baseline), and from cached. Then
 # BENCH_S3_CONC (16) concurrent downloads of it from each, with cached's peak RSS (VmHWM, reset
 # before the row); and the NAR through a second cached on the bucket with --nar-redirect presign
-# (a 307 to versitygw, followed by the client). Prints a table and writes bench/out/s3-<timestamp>.json.
+# (a 307 to versitygw, followed by the client); and both through a proxy adding
+# BENCH_S3_LATENCY (20ms) to every S3 request, a third cached on the bucket behind it. Prints a table and writes bench/out/s3-<timestamp>.json.
 #
 #   bench/s3.sh                 BENCH_S3_MIB=256 for a quick run; BENCH_KEEP=1 keeps the work dir;
 #                               BENCH_S3_PPROF=1 writes a CPU profile of cached serving the NAR
@@ -105,21 +106,50 @@ done
 [ -n "$REDIRECT_URL" ] || die "cached --nar-redirect did not start: $(tail -n 5 "$WORK/redirect.log")"
 "$CLIENT" narinfos -base "$REDIRECT_URL" -hashes "$WORK/hash" -out "$WORK/nar-redirect.tsv" >/dev/null
 
+# A distant region: a proxy that adds LATENCY to every S3 request, a third replica behind it, and
+# the baseline fetched through the same proxy.
+LATENCY=${BENCH_S3_LATENCY:-20ms}
+PROXY_PORT=$("$CLIENT" freeport)
+PROXY=http://127.0.0.1:$PROXY_PORT
+"$CLIENT" delayproxy -listen "127.0.0.1:$PROXY_PORT" -target "$GW" -delay "$LATENCY" >"$WORK/proxy.out" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 100); do
+	(exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT") 2>/dev/null && break
+	sleep 0.1
+done
+"$SERVER" serve --listen 127.0.0.1:0 --data "$WORK/data-far" --secret-key-file "$data/secret-key" \
+	--backend s3 --s3-bucket bucket --s3-endpoint "$PROXY" --s3-region us-east-1 --s3-path-style \
+	--s3-access-key bench --s3-secret-key bench-secret-key >"$WORK/far.out" 2>"$WORK/far.log" &
+PIDS+=("$!")
+FAR_URL=
+for _ in $(seq 1 600); do
+	FAR_URL=$(sed -n 's/^cached is serving .* at \(http:[^ ]*\)$/\1/p' "$WORK/far.out" | head -n1)
+	[ -n "$FAR_URL" ] && break
+	sleep 0.1
+done
+[ -n "$FAR_URL" ] || die "cached behind the latency proxy did not start: $(tail -n 5 "$WORK/far.log")"
+"$CLIENT" narinfos -base "$FAR_URL" -hashes "$WORK/hash" -out "$WORK/nar-far.tsv" >/dev/null
+FAR_PRESIGNED=$("$CLIENT" presign -endpoint "$PROXY" -bucket bucket -key "$NAR_URL" -access bench -secret bench-secret-key)
+
 vmhwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 reset_hwm() { echo 5 >"/proc/$1/clear_refs"; }
 
-gw_runs=() cached_runs=() redirect_runs=()
+gw_runs=() cached_runs=() redirect_runs=() far_gw_runs=() far_runs=()
 for r in $(seq 1 "$REPEAT"); do
 	gw_runs+=("$("$CLIENT" get -url "$PRESIGNED" | jq .seconds)")
 	cached_runs+=("$("$CLIENT" get -url "$CACHED_URL/$NAR_URL" | jq .seconds)")
 	redirect_runs+=("$("$CLIENT" get -url "$REDIRECT_URL/$NAR_URL" | jq .seconds)")
-	log "round $r: versitygw ${gw_runs[-1]} s, cached ${cached_runs[-1]} s, cached --nar-redirect ${redirect_runs[-1]} s"
+	far_gw_runs+=("$("$CLIENT" get -url "$FAR_PRESIGNED" | jq .seconds)")
+	far_runs+=("$("$CLIENT" get -url "$FAR_URL/$NAR_URL" | jq .seconds)")
+	log "round $r: versitygw ${gw_runs[-1]} s, cached ${cached_runs[-1]} s, cached --nar-redirect ${redirect_runs[-1]} s; +$LATENCY per S3 request: versitygw ${far_gw_runs[-1]} s, cached ${far_runs[-1]} s"
 done
 one_hwm=$(vmhwm_kib "$CACHED_PID")
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 gw_s=$(median "${gw_runs[@]}")
 cached_s=$(median "${cached_runs[@]}")
 redirect_s=$(median "${redirect_runs[@]}")
+far_gw_s=$(median "${far_gw_runs[@]}")
+far_s=$(median "${far_runs[@]}")
 
 for _ in $(seq 1 "$CONC"); do printf '%s\t%s\t%s\n' "$HASH" "$NAR_URL" "$NAR_SIZE"; done >"$WORK/conc-cached.tsv"
 for _ in $(seq 1 "$CONC"); do printf '%s\t%s\t%s\n' "$HASH" "${PRESIGNED#"$GW"/}" "$NAR_SIZE"; done >"$WORK/conc-gw.tsv"
@@ -139,12 +169,14 @@ fi
 
 jq -n --arg ts "$TS" --arg commit "$(git -C "$REPO" rev-parse HEAD)" --argjson size "$NAR_SIZE" \
 	--argjson gw "$gw_s" --argjson cached "$cached_s" --argjson onehwm "$one_hwm" --argjson redirect "$redirect_s" \
+	--arg latency "$LATENCY" --argjson fargw "$far_gw_s" --argjson far "$far_s" \
 	--argjson conc "$CONC" --argjson gwconc "$gw_conc" --argjson cachedconc "$cached_conc" --argjson conchwm "$conc_hwm" \
 	--arg gwruns "${gw_runs[*]}" --arg cachedruns "${cached_runs[*]}" '{
   timestamp: $ts, cached_commit: $commit, nar_bytes: $size,
   one: {versitygw_s: $gw, cached_s: $cached, ratio: ($gw / $cached), cached_peak_rss_kib: $onehwm,
         redirect_s: $redirect, redirect_ratio: ($gw / $redirect),
         versitygw_runs: ($gwruns | split(" ") | map(tonumber)), cached_runs: ($cachedruns | split(" ") | map(tonumber))},
+  latency: {added_per_s3_request: $latency, versitygw_s: $fargw, cached_s: $far, ratio: ($fargw / $far)},
   concurrent: {streams: $conc, versitygw_s: $gwconc, cached_s: $cachedconc, ratio: ($gwconc / $cachedconc),
                cached_peak_rss_kib: $conchwm}
 }' >"$OUT/s3-$TS.json"
@@ -152,6 +184,7 @@ printf '\nNAR of %.2f GiB: cached on S3 against the same object straight from ve
 printf '%-22s %12s %12s %8s %18s\n' row "versitygw s" "cached s" ratio "cached peak RSS"
 awk -v g="$gw_s" -v c="$cached_s" -v h="$one_hwm" 'BEGIN { printf "%-22s %12.3f %12.3f %7.2fx %14.0f MiB\n", "1 client", g, c, g / c, h / 1024 }'
 awk -v g="$gw_s" -v c="$redirect_s" 'BEGIN { printf "%-22s %12.3f %12.3f %7.2fx %18s\n", "1 client, redirect", g, c, g / c, "-" }'
+awk -v g="$far_gw_s" -v c="$far_s" -v l="$LATENCY" 'BEGIN { printf "%-22s %12.3f %12.3f %7.2fx %18s\n", "1 client, S3 +" l, g, c, g / c, "-" }'
 awk -v g="$gw_conc" -v c="$cached_conc" -v h="$conc_hwm" -v n="$CONC" 'BEGIN { printf "%-22s %12.3f %12.3f %7.2fx %14.0f MiB\n", n " concurrent clients", g, c, g / c, h / 1024 }'
 echo "ratio: versitygw's time / cached's time (1.00x: as fast as the bucket itself)"
 echo "results: $OUT/s3-$TS.json"

@@ -12,6 +12,9 @@
 //	client presign -endpoint URL -bucket B -key K -access A -secret S [-region R]
 //	    print a presigned GET URL of an S3 object (path style), so that the same client fetches
 //	    it straight from the bucket as the baseline of cached on S3 (bench/s3.sh)
+//	client delayproxy -listen ADDR -target URL -delay D
+//	    a reverse proxy that waits D before passing each request on, keeping its Host header (so
+//	    that S3 signatures made for the proxy's address stay valid): a distant S3 region
 //	client freeport
 //	    print a free TCP port on 127.0.0.1
 //	client sink -listen ADDR
@@ -38,6 +41,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -66,6 +71,8 @@ func main() {
 		err = cmdGet(args)
 	case "presign":
 		err = cmdPresign(args)
+	case "delayproxy":
+		err = cmdDelayProxy(args)
 	case "freeport":
 		err = cmdFreePort()
 	case "sink":
@@ -539,4 +546,32 @@ func cmdPresign(args []string) error {
 	}
 	fmt.Println(req.URL)
 	return nil
+}
+
+func cmdDelayProxy(args []string) error {
+	fs := flag.NewFlagSet("delayproxy", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	target := fs.String("target", "", "URL to pass requests to")
+	delay := fs.Duration("delay", 20*time.Millisecond, "wait before passing each request on")
+	fs.Parse(args)
+	u, err := url.Parse(*target)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("delayproxy: -target %q is not a URL", *target)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			r.Out.Host = r.In.Host
+		},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true},
+	}
+	fmt.Printf("delayproxy listening on %s\n", ln.Addr())
+	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(*delay)
+		proxy.ServeHTTP(w, r)
+	}))
 }
