@@ -9,6 +9,12 @@
 //	    download every NAR in NARS.tsv with N concurrent streams, largest first, discarding bytes
 //	client get -url URL [-repeat N]
 //	    download one URL (the big NAR) on one stream
+//	client presign -endpoint URL -bucket B -key K -access A -secret S [-region R]
+//	    print a presigned GET URL of an S3 object (path style), so that the same client fetches
+//	    it straight from the bucket as the baseline of cached on S3 (bench/s3.sh)
+//	client delayproxy -listen ADDR -target URL -delay D
+//	    a reverse proxy that waits D before passing each request on, keeping its Host header (so
+//	    that S3 signatures made for the proxy's address stay valid): a distant S3 region
 //	client freeport
 //	    print a free TCP port on 127.0.0.1
 //	client sink -listen ADDR
@@ -35,6 +41,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -42,11 +50,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: client narinfos|nars|get|freeport|sink|blackhole [flags]")
+		fmt.Fprintln(os.Stderr, "usage: client narinfos|nars|get|presign|freeport|sink|blackhole [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -57,6 +69,10 @@ func main() {
 		err = cmdNars(args)
 	case "get":
 		err = cmdGet(args)
+	case "presign":
+		err = cmdPresign(args)
+	case "delayproxy":
+		err = cmdDelayProxy(args)
 	case "freeport":
 		err = cmdFreePort()
 	case "sink":
@@ -501,5 +517,61 @@ func cmdSink(args []string) error {
 		default:
 			http.Error(w, "not found", http.StatusNotFound)
 		}
+	}))
+}
+
+func cmdPresign(args []string) error {
+	fs := flag.NewFlagSet("presign", flag.ExitOnError)
+	endpoint := fs.String("endpoint", "", "S3 endpoint, http://host:port")
+	bucket := fs.String("bucket", "", "bucket")
+	key := fs.String("key", "", "object key")
+	access := fs.String("access", "", "access key")
+	secret := fs.String("secret", "", "secret key")
+	region := fs.String("region", "us-east-1", "region")
+	expiry := fs.Duration("expiry", time.Hour, "how long the URL is valid")
+	fs.Parse(args)
+	if *endpoint == "" || *bucket == "" || *key == "" || *access == "" || *secret == "" {
+		return errors.New("presign: -endpoint, -bucket, -key, -access and -secret are required")
+	}
+	client := s3.New(s3.Options{
+		Region:       *region,
+		BaseEndpoint: aws.String(*endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(*access, *secret, ""),
+	})
+	req, err := s3.NewPresignClient(client, s3.WithPresignExpires(*expiry)).PresignGetObject(context.Background(),
+		&s3.GetObjectInput{Bucket: bucket, Key: key})
+	if err != nil {
+		return fmt.Errorf("presign %s/%s: %w", *bucket, *key, err)
+	}
+	fmt.Println(req.URL)
+	return nil
+}
+
+func cmdDelayProxy(args []string) error {
+	fs := flag.NewFlagSet("delayproxy", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	target := fs.String("target", "", "URL to pass requests to")
+	delay := fs.Duration("delay", 20*time.Millisecond, "wait before passing each request on")
+	fs.Parse(args)
+	u, err := url.Parse(*target)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("delayproxy: -target %q is not a URL", *target)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			r.Out.Host = r.In.Host
+		},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true},
+	}
+	fmt.Printf("delayproxy listening on %s\n", ln.Addr())
+	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(*delay)
+		proxy.ServeHTTP(w, r)
 	}))
 }

@@ -26,6 +26,7 @@ import (
 type serveCmd struct {
 	dataFlags
 	pullFlags
+	narRedirectFlags
 	Listen            string        `help:"Address to listen on (host:port; port 0 picks a free one)." default:"127.0.0.1:5000"`
 	UploadTokenFile   string        `help:"File with upload tokens, one per line; a line sha256:<hex> is a token's SHA-256 digest (cached token hash). Default: DATA/upload-tokens, generated on first start." type:"path"`
 	AdminTokenFile    string        `help:"File with admin tokens (cached gc, pin, token), one per line; a line sha256:<hex> is a token's SHA-256 digest. Default: DATA/admin-token, generated on first start." type:"path"`
@@ -95,6 +96,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	budget := membudget.New(decoderMemory, decoderMemoryWait)
 	if os.Getenv("GOMEMLIMIT") == "" { // an operator's GOMEMLIMIT wins
 		debug.SetMemoryLimit(membudget.GoMemoryLimit(decoderMemory))
+	}
+	if err := c.narRedirectFlags.check(c.Backend); err != nil {
+		return err
 	}
 	shared := c.Backend == "s3" // replicas may share the bucket
 	st, err := c.open(ctx, log, cache.Options{
@@ -207,6 +211,12 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		Priority:        c.Priority,
 		PublicURL:       c.PublicURL,
 		Puller:          puller,
+	}
+	if cfg.NarRedirect, err = c.narRedirect(c.Backend, st.s3); err != nil {
+		return err
+	}
+	if cfg.NarRedirect != nil {
+		log.Info("NAR downloads are redirected", "to", c.NarRedirect, "expiry", c.NarRedirectExpiry)
 	}
 	cfg.WriteIdleTimeout = c.WriteIdleTimeout
 	srv := server.New(cfg)

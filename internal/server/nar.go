@@ -32,6 +32,12 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 		s.serveStoreNar(w, r, ref)
 		return
 	}
+	if s.redirectNar(w, r, name) {
+		if r.Method == http.MethodGet {
+			s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
+		}
+		return
+	}
 	stored := true // the answer, if found, is the object name
 	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
 	// download (Range) sees the same one.

@@ -58,6 +58,8 @@ type Config struct {
 	PublicURL string
 	// Puller answers narinfo and NAR misses from upstream caches (pull.go); nil: off.
 	Puller *upstream.Puller
+	// NarRedirect answers stored NARs' GETs with a redirect (redirect.go); nil: off.
+	NarRedirect *NarRedirect
 }
 
 // Server answers the protocol.

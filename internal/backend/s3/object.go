@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -34,7 +35,8 @@ func (b *Backend) Open(ctx context.Context, name string) (backend.Object, error)
 	}, nil
 }
 
-// object reads a stored object through one streaming GET at a time. Seek only moves the
+// object reads a stored object through one streaming GET at a time, whose body a goroutine reads
+// a little ahead (pump). Seek only moves the
 // offset; the next Read reuses the open body if it is already there and opens a new ranged GET
 // otherwise, so the Seek(0, End), Seek(0, Start) of http.ServeContent costs nothing.
 type object struct {
@@ -104,14 +106,16 @@ func (o *object) get() error {
 	if o.etag != "" {
 		in.IfMatch = &o.etag
 	}
-	out, err := o.b.client.GetObject(o.ctx, in)
+	ctx, cancel := context.WithCancel(o.ctx)
+	out, err := o.b.client.GetObject(ctx, in)
 	if err != nil {
+		cancel()
 		if httpStatus(err) == http.StatusPreconditionFailed {
 			return fmt.Errorf("read %s: %w", o.info.Name, errChanged)
 		}
 		return mapErr("read", o.info.Name, err)
 	}
-	o.body, o.bodyOff = out.Body, o.off
+	o.body, o.bodyOff = newPump(out.Body, cancel), o.off
 	return nil
 }
 
@@ -146,4 +150,85 @@ func (o *object) Close() error {
 	o.closeBody()
 	o.closed = true
 	return nil
+}
+
+// pumpPiece is what one Read of a GET's body returned.
+type pumpPiece struct {
+	buf *[]byte
+	n   int
+	err error
+}
+
+// pump reads a GET's body in a goroutine of its own, up to pumpDepth pieces of pumpBuf bytes
+// ahead of its reader, so that receiving from S3 and sending to the client overlap instead of
+// taking turns. Memory per open body: at most (pumpDepth+2)*pumpBuf.
+type pump struct {
+	body   io.ReadCloser
+	cancel context.CancelFunc // aborts the GET, and so a Read of body in progress
+	ch     chan pumpPiece     // closed when the goroutine has stopped
+	cur    pumpPiece
+	pos    int
+}
+
+const (
+	pumpBuf   = 256 << 10
+	pumpDepth = 4
+)
+
+var pumpBufs = sync.Pool{New: func() any { b := make([]byte, pumpBuf); return &b }}
+
+func newPump(body io.ReadCloser, cancel context.CancelFunc) *pump {
+	p := &pump{body: body, cancel: cancel, ch: make(chan pumpPiece, pumpDepth)}
+	go p.run()
+	return p
+}
+
+func (p *pump) run() {
+	defer close(p.ch)
+	for {
+		buf := pumpBufs.Get().(*[]byte)
+		n, err := p.body.Read(*buf)
+		p.ch <- pumpPiece{buf, n, err} // never blocks for long: Close drains ch
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Read returns the body's bytes and, after the last of them, its error, as the body would.
+func (p *pump) Read(b []byte) (int, error) {
+	for p.cur.buf == nil || p.pos == p.cur.n {
+		if p.cur.err != nil {
+			return 0, p.cur.err
+		}
+		p.release()
+		piece, ok := <-p.ch
+		if !ok {
+			return 0, io.ErrUnexpectedEOF // not reached: the last piece carries an error
+		}
+		p.cur, p.pos = piece, 0
+	}
+	n := copy(b, (*p.cur.buf)[p.pos:p.cur.n])
+	p.pos += n
+	if p.pos == p.cur.n && p.cur.err != nil {
+		return n, p.cur.err
+	}
+	return n, nil
+}
+
+func (p *pump) release() {
+	if p.cur.buf != nil {
+		pumpBufs.Put(p.cur.buf)
+		p.cur.buf = nil
+	}
+}
+
+// Close aborts the GET, waits for the goroutine and gives back the buffers.
+func (p *pump) Close() error {
+	p.cancel()
+	for piece := range p.ch {
+		pumpBufs.Put(piece.buf)
+	}
+	p.release()
+	return p.body.Close()
 }
