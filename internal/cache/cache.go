@@ -267,13 +267,13 @@ func (c *Cache) commitNarInfo(ctx context.Context, hash string, ni *narinfo.NarI
 		return false, err
 	}
 	if err := c.index.CommitNarInfo(hash, out, snn.Name, refHashes(ni)); err != nil {
-		return false, err
+		return false, &NotIndexedError{Name: name, Err: err}
 	}
 	if err := c.index.ClearOrphaned(snn.Name); err != nil {
-		return false, err
+		return false, &NotIndexedError{Name: name, Err: err}
 	}
 	if err := c.index.SetCreated(hash, time.Now()); err != nil {
-		return false, err
+		return false, &NotIndexedError{Name: name, Err: err}
 	}
 	return true, nil
 }

@@ -558,14 +558,15 @@ func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 	// A request with credentials may not be answered from an upstream (a write token's): the
 	// router checks the token.
 	text, pulled, err := f.s.lookupNarInfo(f.ctx, hash, !req.auth)
-	if err != nil && err != cache.ErrNotFound || err != nil && req.auth && f.s.pull != nil {
+	notFound := errors.Is(err, cache.ErrNotFound)
+	if err != nil && !notFound || err != nil && req.auth && f.s.pull != nil {
 		return false
 	}
 	id := req.id()
 	w := fc.bw
 	status, sent := http.StatusNotFound, int64(0)
 	switch {
-	case err == cache.ErrNotFound:
+	case notFound:
 		w.WriteString("HTTP/1.1 404 Not Found\r\nCache-Control: ")
 		w.WriteString(f.s.hdr.notFoundCache[0])
 		w.WriteString("\r\nContent-Length: 10\r\nContent-Type: text/plain; charset=utf-8\r\n")

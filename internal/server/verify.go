@@ -48,7 +48,7 @@ func (s *Server) postVerify(w http.ResponseWriter, r *http.Request) {
 	}
 	opts.Quarantine = q.Get("quarantine") == "1" || q.Get("quarantine") == "true"
 	if _, busy := verifying.LoadOrStore(s, struct{}{}); busy {
-		http.Error(w, "a verification is already running", http.StatusConflict)
+		s.writeError(w, r, &statusError{http.StatusConflict, "a verification is already running"})
 		return
 	}
 	defer verifying.Delete(s)
