@@ -155,15 +155,6 @@ func (c *Cache) narRecord(ctx context.Context, nn NarName) (index.NarRecord, err
 	return rec, c.index.PutNarHash(rec.NarHash, nn.Name)
 }
 
-// HasNar reports whether a complete NAR object is stored under name.
-func (c *Cache) HasNar(ctx context.Context, name string) (bool, error) {
-	_, err := c.backend.Stat(ctx, name)
-	if errors.Is(err, backend.ErrNotExist) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
 // PutNarInfo verifies an uploaded narinfo for store hash against the NAR it names, signs it and
 // commits it. The first complete narinfo for a store path wins: a later different one is not
 // stored, and stored reports false.

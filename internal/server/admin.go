@@ -85,8 +85,7 @@ func (s *Server) postGC(w http.ResponseWriter, r *http.Request) {
 		rep.Error = err.Error()
 		fmt.Fprintf(out, "error: %v\n", err)
 	}
-	b, _ := json.Marshal(rep)
-	fmt.Fprintf(out, "report: %s\n", b)
+	writeReport(out, rep)
 	if !p.DryRun {
 		s.Metrics().GCRun(rep.BytesFreed, rep.PathsDeleted, err)
 	}

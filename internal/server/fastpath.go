@@ -105,7 +105,16 @@ func (f *FastServer) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
+		// Under mu, against Shutdown: it sets closing before taking mu and waits on wg after
+		// releasing it, so a connection either is counted before that wait or is closed here.
+		f.mu.Lock()
+		if f.closing.Load() {
+			f.mu.Unlock()
+			c.Close()
+			return http.ErrServerClosed
+		}
 		f.wg.Add(1)
+		f.mu.Unlock()
 		go f.serveConn(c)
 	}
 }

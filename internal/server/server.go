@@ -72,6 +72,8 @@ type Server struct {
 	hdr    cacheHeaders
 
 	gcRunning sync.Mutex // one garbage collection at a time
+	// verifyRunning: one verification at a time, since a second would only read everything again.
+	verifyRunning sync.Mutex
 }
 
 // New builds the handler.
