@@ -98,6 +98,7 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	}
 	shared := c.Backend == "s3" // replicas may share the bucket
 	st, err := c.open(ctx, log, cache.Options{
+		Priority:         c.Priority,
 		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel, Recompressions: c.Recompressions,
 		ReadThrough: shared, NegativeTTL: c.NegativeTTL, UploadKeys: uploadKeys, MaxNarSize: int64(c.MaxNarSize),
 		DecoderMemory: budget,

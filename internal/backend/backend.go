@@ -77,6 +77,28 @@ type Mover interface {
 	Move(ctx context.Context, from, to string) error
 }
 
+// Move renames an object through b's Mover if it has one, else by copying (MoveByCopy).
+func Move(ctx context.Context, b Backend, from, to string) error {
+	if m, ok := b.(Mover); ok {
+		return m.Move(ctx, from, to)
+	}
+	return MoveByCopy(ctx, b, from, to)
+}
+
+// MoveByCopy moves an object through the client: it opens from, saves it as to, then removes
+// from. The object appears under to only complete (Save's contract).
+func MoveByCopy(ctx context.Context, b Backend, from, to string) error {
+	obj, err := b.Open(ctx, from)
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	if err := b.Save(ctx, to, obj); err != nil {
+		return err
+	}
+	return b.Remove(ctx, from)
+}
+
 // ValidName reports whether name is acceptable as an object name: relative, slash-separated,
 // no empty, "." or ".." segments, no backslash or NUL. The server checks names before they get
 // here; backends check again because a traversal must never reach the filesystem or a bucket.

@@ -474,18 +474,7 @@ func (c *Cache) RemoveLeftovers(ctx context.Context, stagingAge time.Duration) (
 
 // move renames an object, through the backend's Mover if it has one.
 func (c *Cache) move(ctx context.Context, from, to string) error {
-	if m, ok := c.backend.(backend.Mover); ok {
-		return m.Move(ctx, from, to)
-	}
-	obj, err := c.backend.Open(ctx, from)
-	if err != nil {
-		return err
-	}
-	defer obj.Close()
-	if err := c.backend.Save(ctx, to, obj); err != nil {
-		return err
-	}
-	return c.backend.Remove(ctx, from)
+	return backend.Move(ctx, c.backend, from, to)
 }
 
 // UploadStored reports whether an uploaded NAR name resolves (as an alias) to a NAR that is

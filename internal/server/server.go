@@ -82,7 +82,7 @@ func New(cfg Config) *Server {
 		cfg.MaxMetaSize = 8 << 20
 	}
 	if cfg.Priority == 0 {
-		cfg.Priority = 40
+		cfg.Priority = cache.DefaultPriority
 	}
 	tokens := cfg.Tokens
 	if tokens == nil {

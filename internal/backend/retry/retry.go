@@ -277,15 +277,7 @@ var _ backend.Mover = (*Backend)(nil)
 func (r *Backend) Move(ctx context.Context, from, to string) error {
 	m, ok := r.b.(backend.Mover)
 	if !ok {
-		obj, err := r.Open(ctx, from)
-		if err != nil {
-			return err
-		}
-		defer obj.Close()
-		if err := r.Save(ctx, to, obj); err != nil {
-			return err
-		}
-		return r.Remove(ctx, from)
+		return backend.MoveByCopy(ctx, r, from, to) // each step retried
 	}
 	failed := false
 	return r.do(ctx, "move", from, nil, func() error {
