@@ -400,3 +400,21 @@ secret-key-file = ["/run/secrets/key-1", "/run/secrets/key-2"]
 		t.Errorf("serve --secret-key-file from the file: got %q", c.Serve.SecretKeyFile)
 	}
 }
+
+// TestSharedBucketOption: --shared-bucket is its own option; auto keeps what the backend implied
+// (an S3 bucket shared, a disk directory not), and true or false overrides it either way.
+func TestSharedBucketOption(t *testing.T) {
+	for _, c := range []struct {
+		opt, backend string
+		want         bool
+	}{
+		{"auto", "s3", true}, {"auto", "disk", false},
+		{"true", "disk", true}, {"false", "s3", false},
+	} {
+		cmd := serveCmd{SharedBucket: c.opt}
+		cmd.Backend = c.backend
+		if got := cmd.sharedBucket(); got != c.want {
+			t.Errorf("--shared-bucket %s with --backend %s: shared %v, want %v", c.opt, c.backend, got, c.want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cached-dev/cached/internal/auth"
+	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/cached-dev/cached/internal/server"
@@ -39,8 +40,9 @@ type serveCmd struct {
 	StoreCompression  string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
 	ZstdLevel         int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
 	Recompressions    int           `help:"How many NARs may be recompressed at once for clients asking for one under the name it was uploaded as, or decompressed for nix-serve's and harmonia's NAR URLs (rare, CPU-heavy requests); more wait. 0: one per CPU." default:"0"`
-	SyncInterval      time.Duration `help:"With --backend s3: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
-	NegativeTTL       time.Duration `help:"With --backend s3: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
+	SharedBucket      string        `help:"Whether other servers may write to the same backend (replicas on one bucket): a narinfo missing from the index is looked up in the backend, the backend is listed every --sync-interval, and staged uploads are cleaned up only once an hour old. auto: true for --backend s3, false for disk." default:"auto" enum:"auto,true,false"`
+	SyncInterval      time.Duration `help:"With a shared bucket: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
+	NegativeTTL       time.Duration `help:"With a shared bucket: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
 	StaleUploadAge    time.Duration `help:"With --backend s3: incomplete multipart uploads older than this are aborted (hourly)." default:"24h"`
 	RequireUploadSigs []string      `help:"Accept only narinfos signed by one of these public keys (name:base64, repeatable or comma-separated), e.g. your builders' keys." sep:","`
 	BodyIdleTimeout   time.Duration `help:"Fail an upload whose body sends nothing for this long (slow or stalled clients)." default:"60s"`
@@ -96,7 +98,7 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	if os.Getenv("GOMEMLIMIT") == "" { // an operator's GOMEMLIMIT wins
 		debug.SetMemoryLimit(membudget.GoMemoryLimit(decoderMemory))
 	}
-	shared := c.Backend == "s3" // replicas may share the bucket
+	shared := c.sharedBucket()
 	st, err := c.open(ctx, log, cache.Options{
 		Priority:         c.Priority,
 		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel, Recompressions: c.Recompressions,
@@ -174,9 +176,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	if shared && c.SyncInterval > 0 {
 		go st.cache.RunSync(bgCtx, c.SyncInterval)
 	}
-	if st.s3 != nil {
+	if sw, ok := backend.As[backend.Sweeper](st.backend); ok {
 		// Incomplete multipart uploads (a crash mid-upload) are billed: abort old ones.
-		go st.s3.RunSweeper(bgCtx, time.Hour, c.StaleUploadAge)
+		go sw.RunSweeper(bgCtx, time.Hour, c.StaleUploadAge)
 	}
 	flushCtx, stopFlush := context.WithCancel(context.Background())
 	flushDone := make(chan struct{})
@@ -315,4 +317,10 @@ func publicKeys(keys []signing.SecretKey) string {
 		out[i] = k.Public().String()
 	}
 	return strings.Join(out, " ")
+}
+
+// sharedBucket reports whether other servers may write to the backend (--shared-bucket; auto:
+// an S3 bucket may be shared, a disk directory is this server's alone).
+func (c *serveCmd) sharedBucket() bool {
+	return c.SharedBucket == "true" || c.SharedBucket == "auto" && c.Backend == "s3"
 }

@@ -8,12 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/cache"
 )
 
@@ -638,7 +638,7 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 		return false
 	}
 	defer obj.Close()
-	of, ok := obj.(interface{ OSFile() *os.File })
+	of, ok := obj.(backend.LocalFile)
 	if !ok {
 		// Not the disk backend: every NAR is the router's, which streams it.
 		f.narsElsewhere.Store(true)

@@ -5,11 +5,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
 	"github.com/cached-dev/cached/internal/auth"
+	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/cache"
 )
 
@@ -99,7 +99,7 @@ func (s *Server) serveStoreNar(w http.ResponseWriter, r *http.Request, ref cache
 			}
 		}
 		var content io.ReadSeeker = n.Object
-		if f, ok := n.Object.(interface{ OSFile() *os.File }); ok {
+		if f, ok := n.Object.(backend.LocalFile); ok {
 			content = f.OSFile()
 		}
 		http.ServeContent(w, r, "", n.Object.Info().ModTime, content)
@@ -232,7 +232,7 @@ func (s *Server) serveObjectOr(w http.ResponseWriter, r *http.Request, name, con
 		h.Set("ETag", etag)
 	}
 	var content io.ReadSeeker = obj
-	if f, ok := obj.(interface{ OSFile() *os.File }); ok {
+	if f, ok := obj.(backend.LocalFile); ok {
 		content = f.OSFile()
 	}
 	if rh := r.Header.Get("Range"); rh != "" { // the Range policy (ranges.go)
