@@ -110,48 +110,12 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	}
 	defer st.close()
 
-	// The index is marked dirty while a server runs. Finding it dirty means the last one died
-	// without closing it: narinfos it committed may be missing from the index, so rebuild. A
-	// fresh index may sit on a backend that nix (or another replica) filled: index it first.
-	dirty, err := st.index.Dirty()
-	if err != nil {
-		return err
-	}
-	fresh, err := st.index.Fresh()
-	if err != nil {
-		return err
-	}
-	if dirty || fresh {
-		if dirty {
-			log.Warn("index was not closed cleanly; reindexing from the backend", "backend", st.backendDesc)
-		} else {
-			log.Info("new index; indexing what the backend holds", "backend", st.backendDesc)
-		}
-		stats, err := st.cache.Reindex(ctx, false, nil)
-		if err != nil {
-			return err
-		}
-		log.Info("reindex done", "narinfos", stats.NarInfos, "invalid", stats.Invalid, "removed", stats.Removed)
-	}
-	// The index lock is held: on the disk backend nothing else writes to the store, so every
-	// staged upload and temporary file is left by a process that died mid-upload. Replicas on
-	// one bucket may be uploading: there, only staged uploads older than an hour go.
-	stagingAge := time.Duration(0)
-	if shared {
-		stagingAge = time.Hour
-	}
-	removed, err := st.cache.RemoveLeftovers(ctx, stagingAge)
-	for _, fi := range removed {
-		log.Info("removed a partial upload left by an earlier run", "file", fi.Name, "size", fi.Size, "modified", fi.ModTime.UTC().Format(time.RFC3339))
-	}
-	if err != nil {
-		return fmt.Errorf("removing partial uploads left by an earlier run: %w", err)
-	}
-	if err := st.index.SetDirty(true); err != nil {
+	// Crash recovery: reindex a dirty or new index, remove partial uploads (cache.Recover).
+	if err := st.cache.Recover(ctx); err != nil {
 		return err
 	}
 	defer func() {
-		if err := st.index.SetDirty(false); err != nil {
+		if err := st.cache.MarkClean(); err != nil {
 			log.Error("marking index clean", "err", err)
 		}
 	}()
