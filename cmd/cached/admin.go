@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -93,17 +92,7 @@ func (g *gcCmd) Run(log *slog.Logger) error {
 	}
 	defer resp.Body.Close()
 	var report gc.Report
-	gotReport := false
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if js, ok := strings.CutPrefix(line, "report: "); ok {
-			gotReport = json.Unmarshal([]byte(js), &report) == nil
-			continue
-		}
-		fmt.Println(line)
-	}
-	if err := sc.Err(); err != nil || !gotReport {
+	if err := server.ReadProgress(resp.Body, printLine, &report); err != nil {
 		return fmt.Errorf("the collection's output ended early (%v): it may still be running or have failed; see the server log", err)
 	}
 	switch {
@@ -299,3 +288,6 @@ func (t *tokenHashCmd) Run(log *slog.Logger) error {
 	fmt.Println(auth.HashToken(token))
 	return nil
 }
+
+// printLine prints a progress line of an admin run (server.ReadProgress).
+func printLine(line string) { fmt.Println(line) }

@@ -430,3 +430,21 @@ upstream = ["https://alice:pa55w0rd@cache.corp.example/nix", "https://cache.nixo
 		t.Errorf("output lacks %q (or shows the password):\n%s", want, out)
 	}
 }
+
+// TestSharedBucketOption: --shared-bucket is its own option; auto keeps what the backend implied
+// (an S3 bucket shared, a disk directory not), and true or false overrides it either way.
+func TestSharedBucketOption(t *testing.T) {
+	for _, c := range []struct {
+		opt, backend string
+		want         bool
+	}{
+		{"auto", "s3", true}, {"auto", "disk", false},
+		{"true", "disk", true}, {"false", "s3", false},
+	} {
+		cmd := serveCmd{SharedBucket: c.opt}
+		cmd.Backend = c.backend
+		if got := cmd.sharedBucket(); got != c.want {
+			t.Errorf("--shared-bucket %s with --backend %s: shared %v, want %v", c.opt, c.backend, got, c.want)
+		}
+	}
+}

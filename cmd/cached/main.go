@@ -1,6 +1,6 @@
-// Command cached is a Nix binary cache server. Subcommands: serve, keygen, reindex, gc, verify,
-// pin, token, config check, version, push, watch-store, healthcheck. This package holds flags and wiring only; what
-// the cache does lives in internal/.
+// Command cached is a Nix binary cache server and its tools. The subcommands are the fields of
+// cli below (cached --help lists them). This package holds flags and wiring only; what the cache
+// does lives in internal/.
 package main
 
 import (

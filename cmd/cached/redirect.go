@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/backend/s3"
 	"github.com/cached-dev/cached/internal/server"
 )
@@ -41,7 +42,7 @@ func (f *narRedirectFlags) check(backendName string) error {
 }
 
 // narRedirect checks the flags and builds the redirect; nil when off.
-func (f *narRedirectFlags) narRedirect(backendName string, b *s3.Backend) (*server.NarRedirect, error) {
+func (f *narRedirectFlags) narRedirect(backendName string, b backend.Redirector) (*server.NarRedirect, error) {
 	if err := f.check(backendName); err != nil || f.NarRedirect == "" {
 		return nil, err
 	}

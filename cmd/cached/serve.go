@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cached-dev/cached/internal/auth"
+	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/cached-dev/cached/internal/server"
@@ -40,8 +41,9 @@ type serveCmd struct {
 	StoreCompression  string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
 	ZstdLevel         int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
 	Recompressions    int           `help:"How many NARs may be recompressed at once for clients asking for one under the name it was uploaded as, or decompressed for nix-serve's and harmonia's NAR URLs (rare, CPU-heavy requests); more wait. 0: one per CPU." default:"0"`
-	SyncInterval      time.Duration `help:"With --backend s3: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
-	NegativeTTL       time.Duration `help:"With --backend s3: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
+	SharedBucket      string        `help:"Whether other servers may write to the same backend (replicas on one bucket): a narinfo missing from the index is looked up in the backend, the backend is listed every --sync-interval, and staged uploads are cleaned up only once an hour old. auto: true for --backend s3, false for disk." default:"auto" enum:"auto,true,false"`
+	SyncInterval      time.Duration `help:"With a shared bucket: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
+	NegativeTTL       time.Duration `help:"With a shared bucket: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
 	StaleUploadAge    time.Duration `help:"With --backend s3: incomplete multipart uploads older than this are aborted (hourly)." default:"24h"`
 	RequireUploadSigs []string      `help:"Accept only narinfos signed by one of these public keys (name:base64, repeatable or comma-separated), e.g. your builders' keys." sep:","`
 	BodyIdleTimeout   time.Duration `help:"Fail an upload whose body sends nothing for this long (slow or stalled clients)." default:"60s"`
@@ -100,8 +102,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	if err := c.narRedirectFlags.check(c.Backend); err != nil {
 		return err
 	}
-	shared := c.Backend == "s3" // replicas may share the bucket
+	shared := c.sharedBucket()
 	st, err := c.open(ctx, log, cache.Options{
+		Priority:         c.Priority,
 		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel, Recompressions: c.Recompressions,
 		ReadThrough: shared, NegativeTTL: c.NegativeTTL, UploadKeys: uploadKeys, MaxNarSize: int64(c.MaxNarSize),
 		DecoderMemory: budget,
@@ -111,48 +114,12 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	}
 	defer st.close()
 
-	// The index is marked dirty while a server runs. Finding it dirty means the last one died
-	// without closing it: narinfos it committed may be missing from the index, so rebuild. A
-	// fresh index may sit on a backend that nix (or another replica) filled: index it first.
-	dirty, err := st.index.Dirty()
-	if err != nil {
-		return err
-	}
-	fresh, err := st.index.Fresh()
-	if err != nil {
-		return err
-	}
-	if dirty || fresh {
-		if dirty {
-			log.Warn("index was not closed cleanly; reindexing from the backend", "backend", st.backendDesc)
-		} else {
-			log.Info("new index; indexing what the backend holds", "backend", st.backendDesc)
-		}
-		stats, err := st.cache.Reindex(ctx, false, nil)
-		if err != nil {
-			return err
-		}
-		log.Info("reindex done", "narinfos", stats.NarInfos, "invalid", stats.Invalid, "removed", stats.Removed)
-	}
-	// The index lock is held: on the disk backend nothing else writes to the store, so every
-	// staged upload and temporary file is left by a process that died mid-upload. Replicas on
-	// one bucket may be uploading: there, only staged uploads older than an hour go.
-	stagingAge := time.Duration(0)
-	if shared {
-		stagingAge = time.Hour
-	}
-	removed, err := st.cache.RemoveLeftovers(ctx, stagingAge)
-	for _, fi := range removed {
-		log.Info("removed a partial upload left by an earlier run", "file", fi.Name, "size", fi.Size, "modified", fi.ModTime.UTC().Format(time.RFC3339))
-	}
-	if err != nil {
-		return fmt.Errorf("removing partial uploads left by an earlier run: %w", err)
-	}
-	if err := st.index.SetDirty(true); err != nil {
+	// Crash recovery: reindex a dirty or new index, remove partial uploads (cache.Recover).
+	if err := st.cache.Recover(ctx); err != nil {
 		return err
 	}
 	defer func() {
-		if err := st.index.SetDirty(false); err != nil {
+		if err := st.cache.MarkClean(); err != nil {
 			log.Error("marking index clean", "err", err)
 		}
 	}()
@@ -177,9 +144,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	if shared && c.SyncInterval > 0 {
 		go st.cache.RunSync(bgCtx, c.SyncInterval)
 	}
-	if st.s3 != nil {
+	if sw, ok := backend.As[backend.Sweeper](st.backend); ok {
 		// Incomplete multipart uploads (a crash mid-upload) are billed: abort old ones.
-		go st.s3.RunSweeper(bgCtx, time.Hour, c.StaleUploadAge)
+		go sw.RunSweeper(bgCtx, time.Hour, c.StaleUploadAge)
 	}
 	flushCtx, stopFlush := context.WithCancel(context.Background())
 	flushDone := make(chan struct{})
@@ -212,7 +179,8 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		PublicURL:       c.PublicURL,
 		Puller:          puller,
 	}
-	if cfg.NarRedirect, err = c.narRedirect(c.Backend, st.s3); err != nil {
+	redirector, _ := backend.As[backend.Redirector](st.backend)
+	if cfg.NarRedirect, err = c.narRedirect(c.Backend, redirector); err != nil {
 		return err
 	}
 	if cfg.NarRedirect != nil {
@@ -324,4 +292,10 @@ func publicKeys(keys []signing.SecretKey) string {
 		out[i] = k.Public().String()
 	}
 	return strings.Join(out, " ")
+}
+
+// sharedBucket reports whether other servers may write to the backend (--shared-bucket; auto:
+// an S3 bucket may be shared, a disk directory is this server's alone).
+func (c *serveCmd) sharedBucket() bool {
+	return c.SharedBucket == "true" || c.SharedBucket == "auto" && c.Backend == "s3"
 }

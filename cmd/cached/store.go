@@ -44,7 +44,6 @@ type opened struct {
 	cache       *cache.Cache
 	index       *index.Index
 	backend     backend.Backend
-	s3          *s3.Backend         // when --backend s3
 	keys        []signing.SecretKey // the primary first
 	keyCreated  bool
 	backendDesc string
@@ -117,7 +116,7 @@ func (d *dataFlags) open(ctx context.Context, log *slog.Logger, opts cache.Optio
 		ix.Close()
 		return nil, err
 	}
-	return &opened{cache: c, index: ix, backend: be, s3: s3b, keys: keys, keyCreated: created, backendDesc: desc}, nil
+	return &opened{cache: c, index: ix, backend: be, keys: keys, keyCreated: created, backendDesc: desc}, nil
 }
 
 // secretValue is the value of a secret given inline (flag) or in a file (flag-file), never both.

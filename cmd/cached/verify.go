@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/cached-dev/cached/internal/server"
 )
 
 type verifyCmd struct {
@@ -47,18 +47,7 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 		Failures    int    `json:"failures"`
 		Error       string `json:"error"`
 	}
-	gotReport := false
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if js, ok := strings.CutPrefix(line, "report: "); ok {
-			gotReport = json.Unmarshal([]byte(js), &report) == nil
-			continue
-		}
-		fmt.Println(line)
-	}
-	if err := sc.Err(); err != nil || !gotReport {
+	if err := server.ReadProgress(resp.Body, printLine, &report); err != nil {
 		return fmt.Errorf("the verification's output ended early (%v): see the server log", err)
 	}
 	if report.Error != "" {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"time"
 )
 
@@ -75,6 +76,75 @@ type Temps interface {
 // from is gone afterwards. Backends without it are moved by copying through the client.
 type Mover interface {
 	Move(ctx context.Context, from, to string) error
+}
+
+// Optional capabilities. A backend or object has one if it implements the interface; callers
+// find it with As (backends, through wrappers) or a type assertion (objects).
+
+// LocalFile is implemented by objects that are files on the local disk (the disk backend's): the
+// HTTP layer hands the *os.File to the kernel (sendfile), and a retrying wrapper leaves it bare.
+type LocalFile interface {
+	OSFile() *os.File
+}
+
+// Redirector is implemented by backends whose objects a client can fetch without the server
+// (S3): PresignGet returns a URL that GETs the object until expiry has passed, Key the object's
+// key, for a CDN in front of the bucket.
+type Redirector interface {
+	PresignGet(ctx context.Context, name string, expiry time.Duration) (string, error)
+	Key(name string) (string, error)
+}
+
+// Sweeper is implemented by backends whose failed writes can leave debris that costs money (S3's
+// incomplete multipart uploads): RunSweeper removes debris older than olderThan every interval
+// until ctx is done, logging failures.
+type Sweeper interface {
+	RunSweeper(ctx context.Context, every, olderThan time.Duration)
+}
+
+// Wrapper is implemented by backends that wrap another (the retrying one): Unwrap returns it.
+type Wrapper interface {
+	Unwrap() Backend
+}
+
+// As reports whether b, or a backend it wraps (through Wrapper, outermost first), is a T, and
+// returns the first that is. A wrapper that implements T itself (retry's Mover) is preferred to
+// what it wraps.
+func As[T any](b Backend) (T, bool) {
+	for b != nil {
+		if t, ok := b.(T); ok {
+			return t, true
+		}
+		w, ok := b.(Wrapper)
+		if !ok {
+			break
+		}
+		b = w.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
+// Move renames an object through b's Mover if it has one, else by copying (MoveByCopy).
+func Move(ctx context.Context, b Backend, from, to string) error {
+	if m, ok := As[Mover](b); ok {
+		return m.Move(ctx, from, to)
+	}
+	return MoveByCopy(ctx, b, from, to)
+}
+
+// MoveByCopy moves an object through the client: it opens from, saves it as to, then removes
+// from. The object appears under to only complete (Save's contract).
+func MoveByCopy(ctx context.Context, b Backend, from, to string) error {
+	obj, err := b.Open(ctx, from)
+	if err != nil {
+		return err
+	}
+	defer obj.Close()
+	if err := b.Save(ctx, to, obj); err != nil {
+		return err
+	}
+	return b.Remove(ctx, from)
 }
 
 // ValidName reports whether name is acceptable as an object name: relative, slash-separated,

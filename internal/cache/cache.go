@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"path"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
@@ -24,8 +25,17 @@ import (
 	"github.com/cached-dev/cached/internal/signing"
 )
 
-// CacheInfo is the body of /nix-cache-info.
-const CacheInfo = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"
+// DefaultPriority is the priority a cache announces unless told otherwise (--priority).
+const DefaultPriority = 40
+
+// CacheInfo is the body of nix-cache-info, served over HTTP and stored in the backend, for a
+// cache of the given priority (0: DefaultPriority).
+func CacheInfo(priority int) string {
+	if priority == 0 {
+		priority = DefaultPriority
+	}
+	return "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: " + strconv.Itoa(priority) + "\n"
+}
 
 // Cache ties a backend, its index and the signing key together.
 type Cache struct {
@@ -72,14 +82,33 @@ func New(ctx context.Context, b backend.Backend, ix *index.Index, key signing.Se
 	if err := c.SetSigningKeys([]signing.SecretKey{key}); err != nil {
 		return nil, err
 	}
-	if _, err := b.Stat(ctx, "nix-cache-info"); errors.Is(err, backend.ErrNotExist) {
-		if err := b.Save(ctx, "nix-cache-info", bytes.NewReader([]byte(CacheInfo))); err != nil {
-			return nil, err
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("backend unreachable: %w", err)
+	if err := c.writeCacheInfo(ctx); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// writeCacheInfo stores nix-cache-info in the backend if it is missing, or, with a priority set,
+// if it announces another one.
+func (c *Cache) writeCacheInfo(ctx context.Context) error {
+	want := CacheInfo(c.opts.Priority)
+	obj, err := c.backend.Open(ctx, "nix-cache-info")
+	switch {
+	case errors.Is(err, backend.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("backend unreachable: %w", err)
+	default:
+		have, err := io.ReadAll(io.LimitReader(obj, 4096))
+		obj.Close()
+		if err != nil {
+			return fmt.Errorf("backend unreachable: reading nix-cache-info: %w", err)
+		}
+		if c.opts.Priority == 0 || string(have) == want {
+			return nil
+		}
+		c.log.Info("rewriting the backend's nix-cache-info: it announced another priority", "was", string(have), "now", want)
+	}
+	return c.backend.Save(ctx, "nix-cache-info", bytes.NewReader([]byte(want)))
 }
 
 // Backend returns the backend the cache stores into.
@@ -155,15 +184,6 @@ func (c *Cache) narRecord(ctx context.Context, nn NarName) (index.NarRecord, err
 	return rec, c.index.PutNarHash(rec.NarHash, nn.Name)
 }
 
-// HasNar reports whether a complete NAR object is stored under name.
-func (c *Cache) HasNar(ctx context.Context, name string) (bool, error) {
-	_, err := c.backend.Stat(ctx, name)
-	if errors.Is(err, backend.ErrNotExist) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
 // PutNarInfo verifies an uploaded narinfo for store hash against the NAR it names, signs it and
 // commits it. The first complete narinfo for a store path wins: a later different one is not
 // stored, and stored reports false.
@@ -182,11 +202,7 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	if err != nil {
 		return false, &InputError{Field: "URL", Err: err}
 	}
-	comp := ni.Compression
-	if comp == "" {
-		comp = "bzip2" // what Nix assumes for a narinfo without the line
-	}
-	if comp != nn.Compression {
+	if comp := narInfoCompression(ni); comp != nn.Compression {
 		return false, inputErr("Compression", "%q does not match the URL %s", ni.Compression, ni.URL)
 	}
 	return c.commitNarInfo(ctx, hash, ni, nn, true)
@@ -267,13 +283,13 @@ func (c *Cache) commitNarInfo(ctx context.Context, hash string, ni *narinfo.NarI
 		return false, err
 	}
 	if err := c.index.CommitNarInfo(hash, out, snn.Name, refHashes(ni)); err != nil {
-		return false, err
+		return false, &NotIndexedError{Name: name, Err: err}
 	}
 	if err := c.index.ClearOrphaned(snn.Name); err != nil {
-		return false, err
+		return false, &NotIndexedError{Name: name, Err: err}
 	}
 	if err := c.index.SetCreated(hash, time.Now()); err != nil {
-		return false, err
+		return false, &NotIndexedError{Name: name, Err: err}
 	}
 	return true, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/backend/disk"
+	"github.com/cached-dev/cached/internal/index"
 	"github.com/cached-dev/cached/internal/narinfo"
+	"github.com/cached-dev/cached/internal/signing"
 )
 
 // TestDamagedStreamsRefused: an upload whose compressed stream is cut or damaged after the NAR
@@ -209,5 +212,58 @@ func TestFlushAccessWaitsForTheFlusher(t *testing.T) {
 	}
 	if missed > 0 {
 		t.Errorf("%d of 300 accesses were not in the index when FlushAccess returned", missed)
+	}
+}
+
+// indexDiesOnNarInfoSave is a backend that closes the index right after a narinfo is saved: the
+// index failing between the save and the commit, a moment a real one cannot be made to fail at
+// (the closed Badger database then fails for real).
+type indexDiesOnNarInfoSave struct {
+	backend.Backend
+	ix interface{ Close() error }
+}
+
+func (b indexDiesOnNarInfoSave) Save(ctx context.Context, name string, r io.Reader) error {
+	err := b.Backend.Save(ctx, name, r)
+	if err == nil && strings.HasSuffix(name, ".narinfo") {
+		b.ix.Close()
+	}
+	return err
+}
+
+// TestIndexFailureAfterNarInfoSaved: when the index fails after the narinfo was saved, the error
+// says the narinfo was saved but not indexed (a *NotIndexedError naming it), not that nothing
+// was stored; the narinfo is indeed in the backend.
+func TestIndexFailureAfterNarInfoSaved(t *testing.T) {
+	ctx := context.Background()
+	be, err := disk.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ix, err := index.Open(t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
+	key, _ := signing.Generate("test-1")
+	c, err := New(ctx, indexDiesOnNarInfoSave{be, ix}, ix, key, log, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	narBytes := testNar(t, "index dies")
+	file := compress(t, "zstd", narBytes)
+	url := narName(file, "zstd")
+	if _, err := c.PutNar(ctx, url, bytes.NewReader(file)); err != nil {
+		t.Fatalf("PutNar: %v", err)
+	}
+	hash := strings.Repeat("a", 32)
+	_, err = c.PutNarInfo(ctx, hash, narInfoFor(t, hash, narBytes, file, url, "zstd"))
+	var ni *NotIndexedError
+	if !errors.As(err, &ni) || ni.Name != hash+".narinfo" {
+		t.Fatalf("PutNarInfo with the index failing after the save: %v, want a NotIndexedError naming %s.narinfo", err, hash)
+	}
+	if _, err := be.Stat(ctx, hash+".narinfo"); err != nil {
+		t.Errorf("the narinfo the error says was saved: %v", err)
 	}
 }

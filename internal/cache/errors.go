@@ -26,6 +26,20 @@ func inputErr(field, format string, a ...any) error {
 	return &InputError{Field: field, Err: fmt.Errorf(format, a...)}
 }
 
+// NotIndexedError is an upload whose object was saved in the backend but whose index update
+// then failed: the object is there, but the cache does not serve it (or serves it without its
+// bookkeeping) until the upload is retried or the index rebuilt. "Nothing was stored" would be
+// untrue.
+type NotIndexedError struct {
+	Name string // the saved object, e.g. "<hash>.narinfo"
+	Err  error
+}
+
+func (e *NotIndexedError) Error() string {
+	return e.Name + " was saved but indexing it failed: " + e.Err.Error()
+}
+func (e *NotIndexedError) Unwrap() error { return e.Err }
+
 // NarTooLargeError refuses an upload whose NAR, decompressed, is larger than Options.MaxNarSize:
 // a small compressed file may expand to gigabytes (a decompression bomb).
 type NarTooLargeError struct {

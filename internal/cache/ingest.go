@@ -390,11 +390,23 @@ func (c *Cache) refreshOrphan(ctx context.Context, name string) error {
 
 // narPresent reports whether a NAR object is both recorded in the index and in the backend.
 func (c *Cache) narPresent(ctx context.Context, name string) bool {
-	if _, err := c.index.Nar(name); err != nil {
-		return false
+	ok, err := c.narStored(ctx, name)
+	return ok && err == nil
+}
+
+// narStored is narPresent that tells absence (false) from an index or backend that cannot answer
+// (an error).
+func (c *Cache) narStored(ctx context.Context, name string) (bool, error) {
+	if _, err := c.index.Nar(name); errors.Is(err, index.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
 	}
 	_, err := c.backend.Stat(ctx, name)
-	return err == nil
+	if errors.Is(err, backend.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // StagingPrefix is where uploads wait until they are verified and named.
@@ -462,32 +474,28 @@ func (c *Cache) RemoveLeftovers(ctx context.Context, stagingAge time.Duration) (
 
 // move renames an object, through the backend's Mover if it has one.
 func (c *Cache) move(ctx context.Context, from, to string) error {
-	if m, ok := c.backend.(backend.Mover); ok {
-		return m.Move(ctx, from, to)
-	}
-	obj, err := c.backend.Open(ctx, from)
-	if err != nil {
-		return err
-	}
-	defer obj.Close()
-	if err := c.backend.Save(ctx, to, obj); err != nil {
-		return err
-	}
-	return c.backend.Remove(ctx, from)
+	return backend.Move(ctx, c.backend, from, to)
 }
 
 // UploadStored reports whether an uploaded NAR name resolves (as an alias) to a NAR that is
 // stored, and the size of the file as it was uploaded. The HEAD nix sends before each upload uses
 // it: a NAR stored recompressed need not be uploaded again by a parallel job or a retry.
-func (c *Cache) UploadStored(ctx context.Context, name string) (int64, bool) {
+// A name that is no such upload is ErrNotFound; an index or backend that cannot answer is
+// another error.
+func (c *Cache) UploadStored(ctx context.Context, name string) (int64, error) {
 	a, err := c.alias(ctx, name)
+	if errors.Is(err, index.ErrNotFound) {
+		return 0, ErrNotFound
+	}
 	if err != nil {
-		return 0, false
+		return 0, err
 	}
-	if !c.narPresent(ctx, a.Stored) {
-		return 0, false
+	if ok, err := c.narStored(ctx, a.Stored); err != nil {
+		return 0, err
+	} else if !ok {
+		return 0, ErrNotFound
 	}
-	return int64(a.FileSize), true
+	return int64(a.FileSize), nil
 }
 
 // OpenUploaded serves a NAR under the name it was uploaded as when the server stores it in
@@ -500,12 +508,15 @@ func (c *Cache) OpenUploaded(ctx context.Context, name string) (io.ReadCloser, e
 		return nil, err
 	}
 	a, err := c.alias(ctx, name)
-	if err != nil {
+	if errors.Is(err, index.ErrNotFound) {
 		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
 	}
 	snn, err := ParseNarName(a.Stored)
 	if err != nil {
-		return nil, ErrNotFound
+		return nil, fmt.Errorf("alias of %s: %w", name, err)
 	}
 	if nn.Compression == "bzip2" { // no bzip2 encoder in Go
 		return nil, ErrNotFound

@@ -40,6 +40,10 @@ type Options struct {
 	// UploadKeys, when not empty, makes every uploaded narinfo need a valid signature by one of
 	// them (--require-upload-sigs): only paths a trusted builder signed get in.
 	UploadKeys []signing.PublicKey
+	// Priority is the one announced in the backend's nix-cache-info, which New writes (or
+	// rewrites, when it says another) for plain nix reading the backend directly. 0 (the tools
+	// that are not the server) leaves an existing file as it is and writes DefaultPriority.
+	Priority int
 }
 
 func (o Options) validate() error {

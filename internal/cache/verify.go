@@ -348,11 +348,7 @@ func (v *verifier) checkNarInfo(hash string, text []byte) (*narinfo.NarInfo, boo
 		v.problem(&v.rep.BadNarInfos, "bad narinfo of %s: URL: %v", ni.StorePath, err)
 		return nil, false
 	}
-	comp := ni.Compression
-	if comp == "" {
-		comp = "bzip2" // what Nix assumes for a narinfo without the line
-	}
-	if comp != nn.Compression {
+	if comp := narInfoCompression(ni); comp != nn.Compression {
 		v.problem(&v.rep.BadNarInfos, "bad narinfo of %s: Compression %q does not match the URL %s", ni.StorePath, ni.Compression, ni.URL)
 	}
 	fp := ni.Fingerprint()
@@ -652,7 +648,7 @@ func (v *verifier) deleteNarInfos(ctx context.Context, roots []string, nar, what
 		isRoot[h] = true
 	}
 	for attempt := 0; ; attempt++ {
-		order, err := v.c.dependentsFirst(roots)
+		order, err := DependentsFirst(roots, v.c.index.Referrers)
 		if err != nil {
 			return err
 		}
@@ -685,39 +681,6 @@ func (v *verifier) deleteNarInfos(ctx context.Context, roots []string, nar, what
 			return nil
 		}
 	}
-}
-
-// dependentsFirst returns roots and every path that references one of them, directly or not,
-// each before the paths it references.
-func (c *Cache) dependentsFirst(roots []string) ([]string, error) {
-	var order []string
-	seen := map[string]bool{}
-	var visit func(h string) error
-	visit = func(h string) error {
-		if seen[h] {
-			return nil
-		}
-		seen[h] = true
-		refs, err := c.index.Referrers(h)
-		if err != nil {
-			return err
-		}
-		for _, r := range refs {
-			if r != h {
-				if err := visit(r); err != nil {
-					return err
-				}
-			}
-		}
-		order = append(order, h)
-		return nil
-	}
-	for _, h := range roots {
-		if err := visit(h); err != nil {
-			return nil, err
-		}
-	}
-	return order, nil
 }
 
 // narInfosNaming returns the store hashes of the indexed narinfos that name a NAR object. It reads

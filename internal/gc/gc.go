@@ -395,50 +395,24 @@ func evictToSize(paths map[string]*path, max int64, protected func(*path) bool) 
 
 // dependentsFirst orders victims so that every path comes before the paths it references.
 func dependentsFirst(paths map[string]*path, victims []*path) []*path {
-	in := map[string]bool{}
-	for _, v := range victims {
+	in := make(map[string]bool, len(victims))
+	roots := make([]string, len(victims))
+	for i, v := range victims {
 		in[v.hash] = true
+		roots[i] = v.hash
 	}
-	indeg := map[string]int{}
+	referrers := map[string][]string{} // among the victims
 	for _, v := range victims {
 		for _, r := range v.refs {
 			if in[r] {
-				indeg[r]++
+				referrers[r] = append(referrers[r], v.hash)
 			}
 		}
 	}
-	var queue, out []*path
-	for _, v := range victims {
-		if indeg[v.hash] == 0 {
-			queue = append(queue, v)
-		}
-	}
-	for len(queue) > 0 {
-		v := queue[0]
-		queue = queue[1:]
-		out = append(out, v)
-		for _, r := range v.refs {
-			if !in[r] {
-				continue
-			}
-			indeg[r]--
-			if indeg[r] == 0 {
-				queue = append(queue, paths[r])
-			}
-		}
-	}
-	// References form a DAG apart from self-references (dropped at load); anything left over
-	// would be a cycle: delete it last, in any order.
-	if len(out) < len(victims) {
-		done := map[string]bool{}
-		for _, v := range out {
-			done[v.hash] = true
-		}
-		for _, v := range victims {
-			if !done[v.hash] {
-				out = append(out, v)
-			}
-		}
+	order, _ := cache.DependentsFirst(roots, func(h string) ([]string, error) { return referrers[h], nil })
+	out := make([]*path, len(order))
+	for i, h := range order {
+		out[i] = paths[h]
 	}
 	return out
 }

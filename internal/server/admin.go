@@ -75,7 +75,7 @@ func (s *Server) postGC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.gcRunning.TryLock() {
-		http.Error(w, "a garbage collection is already running", http.StatusConflict)
+		s.writeError(w, r, &statusError{http.StatusConflict, "a garbage collection is already running"})
 		return
 	}
 	defer s.gcRunning.Unlock()
@@ -87,8 +87,7 @@ func (s *Server) postGC(w http.ResponseWriter, r *http.Request) {
 		rep.Error = err.Error()
 		fmt.Fprintf(out, "error: %v\n", err)
 	}
-	b, _ := json.Marshal(rep)
-	fmt.Fprintf(out, "report: %s\n", b)
+	writeReport(out, rep)
 	if !p.DryRun {
 		s.Metrics().GCRun(rep.BytesFreed, rep.PathsDeleted, err)
 	}
@@ -133,7 +132,10 @@ func (s *Server) putPin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !strings.HasPrefix(key, "name:") {
-		if ok, err := s.cache.HasNarInfo(r.Context(), key); err != nil || !ok {
+		if ok, err := s.cache.HasNarInfo(r.Context(), key); err != nil {
+			s.writeError(w, r, err) // the index or backend cannot answer: 503, retried
+			return
+		} else if !ok {
 			s.writeError(w, r, &cache.InputError{Field: "pin", Err: fmt.Errorf("no store path with hash %s in the cache", key)})
 			return
 		}
@@ -152,7 +154,7 @@ func (s *Server) deletePin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.cfg.Index.Unpin(key); errors.Is(err, index.ErrNotFound) {
-		http.Error(w, "no such pin: "+key, http.StatusNotFound)
+		s.writeError(w, r, &statusError{http.StatusNotFound, "no such pin: " + key})
 		return
 	} else if err != nil {
 		s.writeError(w, r, err)
@@ -239,7 +241,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
 	tok, err := s.tokens.Revoke(urlParam(r, "id"))
 	if errors.Is(err, auth.ErrNotFound) {
-		http.Error(w, err.Error(), http.StatusNotFound)
+		s.writeError(w, r, &statusError{http.StatusNotFound, err.Error()})
 		return
 	}
 	if err != nil {

@@ -55,7 +55,7 @@ func (s *Server) requireScope(scope auth.Scope) func(http.Handler) http.Handler 
 				w.Header().Set("WWW-Authenticate", `Basic realm="cached"`)
 			}
 			s.log.Warn("access refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", status, "reason", msg)
-			http.Error(w, msg, status)
+			s.writeError(w, r, &statusError{status, msg})
 		})
 	}
 }

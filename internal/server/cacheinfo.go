@@ -10,7 +10,7 @@ import (
 )
 
 func (s *Server) cacheInfo() string {
-	return "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: " + strconv.Itoa(s.cfg.Priority) + "\n"
+	return cache.CacheInfo(s.cfg.Priority)
 }
 
 func (s *Server) getCacheInfo(w http.ResponseWriter, r *http.Request) {

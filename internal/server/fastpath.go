@@ -8,12 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/cache"
 )
 
@@ -105,7 +105,16 @@ func (f *FastServer) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
+		// Under mu, against Shutdown: it sets closing before taking mu and waits on wg after
+		// releasing it, so a connection either is counted before that wait or is closed here.
+		f.mu.Lock()
+		if f.closing.Load() {
+			f.mu.Unlock()
+			c.Close()
+			return http.ErrServerClosed
+		}
 		f.wg.Add(1)
+		f.mu.Unlock()
 		go f.serveConn(c)
 	}
 }
@@ -558,14 +567,15 @@ func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 	// A request with credentials may not be answered from an upstream (a write token's): the
 	// router checks the token.
 	text, pulled, err := f.s.lookupNarInfo(f.ctx, hash, !req.auth)
-	if err != nil && err != cache.ErrNotFound || err != nil && req.auth && f.s.pull != nil {
+	notFound := errors.Is(err, cache.ErrNotFound)
+	if err != nil && !notFound || err != nil && req.auth && f.s.pull != nil {
 		return false
 	}
 	id := req.id()
 	w := fc.bw
 	status, sent := http.StatusNotFound, int64(0)
 	switch {
-	case err == cache.ErrNotFound:
+	case notFound:
 		w.WriteString("HTTP/1.1 404 Not Found\r\nCache-Control: ")
 		w.WriteString(f.s.hdr.notFoundCache[0])
 		w.WriteString("\r\nContent-Length: 10\r\nContent-Type: text/plain; charset=utf-8\r\n")
@@ -628,7 +638,7 @@ func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
 		return false
 	}
 	defer obj.Close()
-	of, ok := obj.(interface{ OSFile() *os.File })
+	of, ok := obj.(backend.LocalFile)
 	if !ok {
 		// Not the disk backend: every NAR is the router's, which streams it.
 		f.narsElsewhere.Store(true)

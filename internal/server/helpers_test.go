@@ -27,6 +27,7 @@ import (
 	"testing"
 
 	"github.com/andybalholm/brotli"
+	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/backend/disk"
 	"github.com/cached-dev/cached/internal/cache"
 	"github.com/cached-dev/cached/internal/index"
@@ -100,6 +101,13 @@ func newTestCacheConfig(tb testing.TB, edit func(*server.Config)) *testCache {
 // configuration edits.
 func newTestCacheWith(tb testing.TB, opts cache.Options, edit func(*server.Config)) *testCache {
 	tb.Helper()
+	return newTestCacheOn(tb, opts, edit, nil)
+}
+
+// newTestCacheOn is newTestCacheWith whose disk backend is wrapped by wrap (if not nil), for
+// faults a real disk cannot be made to produce.
+func newTestCacheOn(tb testing.TB, opts cache.Options, edit func(*server.Config), wrap func(backend.Backend) backend.Backend) *testCache {
+	tb.Helper()
 	base := tb.TempDir()
 	root := filepath.Join(base, "data", "cache")
 	for _, p := range []string{filepath.Join(base, "secret-key"), filepath.Join(base, "data", "secret-key")} {
@@ -130,7 +138,11 @@ func newTestCacheWith(tb testing.TB, opts cache.Options, edit func(*server.Confi
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c, err := cache.New(context.Background(), be, ix, key, log, opts)
+	var cb backend.Backend = be
+	if wrap != nil {
+		cb = wrap(be)
+	}
+	c, err := cache.New(context.Background(), cb, ix, key, log, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

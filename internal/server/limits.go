@@ -50,7 +50,7 @@ func (s *Server) guardWrites(next http.Handler) http.Handler {
 			httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
 				s.log.Warn("write rate limit", "remote", r.RemoteAddr, "path", r.URL.Path)
 				w.Header().Set("Retry-After", "10")
-				http.Error(w, "too many uploads from this client; retry later", http.StatusTooManyRequests)
+				s.writeError(w, r, &statusError{http.StatusTooManyRequests, "too many uploads from this client; retry later"})
 			}))(next)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

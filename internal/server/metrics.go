@@ -157,10 +157,6 @@ func newMetrics(stats *cache.StatsCounter) *Metrics {
 	return m
 }
 
-// Registerer is where other parts of the program may register their own collectors, to be served
-// at /metrics with the rest.
-func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
-
 // GCRun records one garbage collection run, once it has ended: the bytes of storage it freed and
 // the store paths it deleted (also when it failed part-way), and whether it failed.
 func (m *Metrics) GCRun(freedBytes int64, deletedPaths int, err error) {

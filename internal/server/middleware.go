@@ -262,7 +262,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 					panic(v)
 				}
 				s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "req_id", requestID(r), "panic", fmt.Sprint(v))
-				http.Error(w, "internal error", http.StatusInternalServerError)
+				s.writeError(w, r, &statusError{http.StatusInternalServerError, "internal error"})
 			}
 		}()
 		next.ServeHTTP(w, r)

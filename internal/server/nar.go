@@ -5,11 +5,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 
 	"github.com/cached-dev/cached/internal/auth"
+	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/cache"
 )
 
@@ -75,7 +75,7 @@ func (s *Server) serveStoreNar(w http.ResponseWriter, r *http.Request, ref cache
 	case errors.As(err, &mismatch):
 		s.notFoundBecause(w, mismatch.Error())
 		return
-	case err == cache.ErrNotFound:
+	case errors.Is(err, cache.ErrNotFound):
 		s.notFoundBecause(w, "store path "+ref.StoreHash+" is not in this cache")
 		return
 	case err != nil:
@@ -105,7 +105,7 @@ func (s *Server) serveStoreNar(w http.ResponseWriter, r *http.Request, ref cache
 			}
 		}
 		var content io.ReadSeeker = n.Object
-		if f, ok := n.Object.(interface{ OSFile() *os.File }); ok {
+		if f, ok := n.Object.(backend.LocalFile); ok {
 			content = f.OSFile()
 		}
 		http.ServeContent(w, r, "", n.Object.Info().ModTime, content)
@@ -151,8 +151,11 @@ func (s *Server) notFoundBecause(w http.ResponseWriter, why string) {
 // has one, and nix sends its netrc credentials on every request to the host, downloads
 // included. Anyone else gets 401; the narinfos the cache serves name the stored NAR.
 func (s *Server) serveUploadedName(w http.ResponseWriter, r *http.Request, name string) bool {
-	if _, ok := s.cache.UploadStored(r.Context(), name); !ok {
+	if _, err := s.cache.UploadStored(r.Context(), name); errors.Is(err, cache.ErrNotFound) {
 		return false
+	} else if err != nil {
+		s.writeError(w, r, err) // the index or backend cannot answer: 503, not a 404
+		return true
 	}
 	if r.Method == http.MethodHead {
 		s.uploadedNameHeaders(w)
@@ -174,8 +177,11 @@ func (s *Server) serveUploadedName(w http.ResponseWriter, r *http.Request, name 
 		return true
 	}
 	rc, err := s.cache.OpenUploaded(r.Context(), name)
-	if err != nil {
+	if errors.Is(err, cache.ErrNotFound) {
 		return false
+	} else if err != nil {
+		s.writeError(w, r, err)
+		return true
 	}
 	defer rc.Close()
 	s.uploadedNameHeaders(w)
@@ -192,8 +198,7 @@ func (s *Server) serveUploadedName(w http.ResponseWriter, r *http.Request, name 
 func (s *Server) refuseRecompression(w http.ResponseWriter, r *http.Request, name, reason string) {
 	s.log.Info("refused to recompress a NAR for its uploaded name: no valid token", "nar", name, "remote", r.RemoteAddr, "reason", reason)
 	w.Header().Set("WWW-Authenticate", `Basic realm="cached"`)
-	w.Header().Set("Cache-Control", "no-store")
-	http.Error(w, reason+": "+name+" is how it was uploaded; it is recompressed for token holders only (the uploader's netrc). The narinfo served here names the stored NAR.", http.StatusUnauthorized)
+	s.writeError(w, r, &statusError{http.StatusUnauthorized, reason + ": " + name + " is how it was uploaded; it is recompressed for token holders only (the uploader's netrc). The narinfo served here names the stored NAR."})
 }
 
 func (s *Server) uploadedNameHeaders(w http.ResponseWriter) {
@@ -214,7 +219,7 @@ func (s *Server) serveObject(w http.ResponseWriter, r *http.Request, name, conte
 // to answer, and writes the 404 only if orElse reports false.
 func (s *Server) serveObjectOr(w http.ResponseWriter, r *http.Request, name, contentType, cacheControl, etag string, orElse func() bool) bool {
 	obj, err := s.cache.Open(r.Context(), name)
-	if err == cache.ErrNotFound {
+	if errors.Is(err, cache.ErrNotFound) {
 		if orElse != nil && orElse() {
 			return true
 		}
@@ -233,7 +238,7 @@ func (s *Server) serveObjectOr(w http.ResponseWriter, r *http.Request, name, con
 		h.Set("ETag", etag)
 	}
 	var content io.ReadSeeker = obj
-	if f, ok := obj.(interface{ OSFile() *os.File }); ok {
+	if f, ok := obj.(backend.LocalFile); ok {
 		content = f.OSFile()
 	}
 	if rh := r.Header.Get("Range"); rh != "" { // the Range policy (ranges.go)

@@ -25,7 +25,7 @@ func (s *Server) getTopLevel(w http.ResponseWriter, r *http.Request) {
 		s.serveObject(w, r, hash+".ls", "application/json", s.hdr.dayCache, "")
 		return
 	}
-	http.Error(w, "not found", http.StatusNotFound)
+	s.writeError(w, r, cache.ErrNotFound)
 }
 
 func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string) {

@@ -74,6 +74,8 @@ type Server struct {
 	hdr    cacheHeaders
 
 	gcRunning sync.Mutex // one garbage collection at a time
+	// verifyRunning: one verification at a time, since a second would only read everything again.
+	verifyRunning sync.Mutex
 }
 
 // New builds the handler.
@@ -82,7 +84,7 @@ func New(cfg Config) *Server {
 		cfg.MaxMetaSize = 8 << 20
 	}
 	if cfg.Priority == 0 {
-		cfg.Priority = 40
+		cfg.Priority = cache.DefaultPriority
 	}
 	tokens := cfg.Tokens
 	if tokens == nil {
@@ -101,10 +103,10 @@ func New(cfg Config) *Server {
 	}
 	r := chi.NewRouter()
 	// GetHead answers HEAD with the GET handler; net/http drops the body.
-	r.Use(s.logRequests, s.recoverPanics, rejectHostilePaths, s.guardWrites, middleware.GetHead)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "not found", http.StatusNotFound) })
+	r.Use(s.logRequests, s.recoverPanics, s.rejectHostilePaths, s.guardWrites, middleware.GetHead)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, cache.ErrNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		s.writeError(w, r, &statusError{http.StatusMethodNotAllowed, "method not allowed"})
 	})
 
 	if cfg.Private {
@@ -143,10 +145,21 @@ func New(cfg Config) *Server {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 
+// statusError is an answer a handler decided itself (a conflict, a refusal): writeError sends
+// its status and message as they are.
+type statusError struct {
+	status int
+	msg    string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
 // writeError maps an error to a status code: the one place that does.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
+		se        *statusError
 		ie        *cache.InputError
+		notIdx    *cache.NotIndexedError
 		tooBig    *http.MaxBytesError
 		narTooBig *cache.NarTooLargeError
 		memTooBig *membudget.TooLargeError
@@ -156,6 +169,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		message   string
 	)
 	switch {
+	case errors.As(err, &se):
+		status, message = se.status, se.msg
 	case errors.As(err, &tooBig):
 		status, message = http.StatusRequestEntityTooLarge, "body larger than the limit of "+humanize.IBytes(uint64(tooBig.Limit))
 		switch {
@@ -177,6 +192,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status, message = http.StatusBadRequest, err.Error()
 	case errors.Is(err, cache.ErrNotFound):
 		status, message = http.StatusNotFound, "not found"
+	case errors.As(err, &notIdx):
+		// The object is saved; retrying the upload completes the index.
+		status, message = http.StatusServiceUnavailable, "index temporarily unavailable: "+notIdx.Name+" was saved but not indexed, so it is not served yet; retry"
+		w.Header().Set("Retry-After", "5")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 		status, message = 499, "client closed request"
@@ -200,7 +219,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 
 // rejectHostilePaths refuses traversal and encoded separators before routing, so no handler
 // ever sees them.
-func rejectHostilePaths(next http.Handler) http.Handler {
+func (s *Server) rejectHostilePaths(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		bad := strings.ContainsAny(p, "\\\x00") || strings.Contains(p, "//") || hasDotSegment(p)
@@ -209,7 +228,7 @@ func rejectHostilePaths(next http.Handler) http.Handler {
 			bad = true
 		}
 		if bad {
-			http.Error(w, "invalid path", http.StatusBadRequest)
+			s.writeError(w, r, &statusError{http.StatusBadRequest, "invalid path"})
 			return
 		}
 		next.ServeHTTP(w, r)

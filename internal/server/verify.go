@@ -1,19 +1,13 @@
 package server
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/cached-dev/cached/internal/cache"
 )
-
-// verifying holds the servers running a verification: one at a time each, since a second would
-// only read everything again.
-var verifying sync.Map // *Server -> struct{}
 
 // postVerify checks the cache (cache.Verify) and streams its findings as text; the last line is
 // "report: " and the JSON report, with "error" set if the run could not finish. Query: sample
@@ -47,11 +41,11 @@ func (s *Server) postVerify(w http.ResponseWriter, r *http.Request) {
 		opts.Jobs = n
 	}
 	opts.Quarantine = q.Get("quarantine") == "1" || q.Get("quarantine") == "true"
-	if _, busy := verifying.LoadOrStore(s, struct{}{}); busy {
-		http.Error(w, "a verification is already running", http.StatusConflict)
+	if !s.verifyRunning.TryLock() {
+		s.writeError(w, r, &statusError{http.StatusConflict, "a verification is already running"})
 		return
 	}
-	defer verifying.Delete(s)
+	defer s.verifyRunning.Unlock()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	out := &flushWriter{w: w}
@@ -64,8 +58,7 @@ func (s *Server) postVerify(w http.ResponseWriter, r *http.Request) {
 		final.Error = err.Error()
 		fmt.Fprintf(out, "error: %v\n", err)
 	}
-	b, _ := json.Marshal(final)
-	fmt.Fprintf(out, "report: %s\n", b)
+	writeReport(out, final)
 	s.log.Info("verify", "problems", rep.Problems, "corrupt", rep.Corrupt, "missing", rep.Missing, "orphans", rep.Orphans,
 		"narsHashed", rep.NarsHashed, "quarantined", rep.Quarantined, "narInfosDeleted", rep.NarInfosDeleted, "failures", rep.Failures, "err", err)
 }

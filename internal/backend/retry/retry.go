@@ -15,7 +15,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"time"
 
 	"github.com/cached-dev/cached/internal/backend"
@@ -224,7 +223,7 @@ func (r *Backend) Open(ctx context.Context, name string) (backend.Object, error)
 	}
 	// A local file does not fail transiently, and wrapping it would hide the *os.File the HTTP
 	// layer hands to the kernel (sendfile).
-	if _, ok := obj.(interface{ OSFile() *os.File }); ok {
+	if _, ok := obj.(backend.LocalFile); ok {
 		return obj, nil
 	}
 	return &object{Object: obj, r: r, ctx: ctx}, nil
@@ -277,15 +276,7 @@ var _ backend.Mover = (*Backend)(nil)
 func (r *Backend) Move(ctx context.Context, from, to string) error {
 	m, ok := r.b.(backend.Mover)
 	if !ok {
-		obj, err := r.Open(ctx, from)
-		if err != nil {
-			return err
-		}
-		defer obj.Close()
-		if err := r.Save(ctx, to, obj); err != nil {
-			return err
-		}
-		return r.Remove(ctx, from)
+		return backend.MoveByCopy(ctx, r, from, to) // each step retried
 	}
 	failed := false
 	return r.do(ctx, "move", from, nil, func() error {

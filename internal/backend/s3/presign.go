@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/cached-dev/cached/internal/backend"
 )
 
 // MaxPresignExpiry is the longest validity SigV4 allows a presigned URL.
@@ -33,3 +34,5 @@ func (b *Backend) PresignGet(ctx context.Context, name string, expiry time.Durat
 // Key is the bucket key of the object name (the prefix and the name), or an error for a name
 // that is not valid.
 func (b *Backend) Key(name string) (string, error) { return b.key("key", name) }
+
+var _ backend.Redirector = (*Backend)(nil)

@@ -328,9 +328,8 @@ func (b *Backend) Close() error {
 // Client is the underlying SDK client, for tests and tools that need what the contract lacks.
 func (b *Backend) Client() *s3.Client { return b.client }
 
-// Bucket is the bucket objects live in, and KeyPrefix the prefix of their keys.
-func (b *Backend) Bucket() string    { return b.bucket }
-func (b *Backend) KeyPrefix() string { return b.prefix }
+// Bucket is the bucket objects live in.
+func (b *Backend) Bucket() string { return b.bucket }
 
 // contextReader stops a copy when ctx is cancelled, so an abandoned upload stops reading.
 type contextReader struct {
