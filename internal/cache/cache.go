@@ -202,7 +202,7 @@ func (c *Cache) PutNarInfo(ctx context.Context, hash string, text []byte) (store
 	if err != nil {
 		return false, &InputError{Field: "URL", Err: err}
 	}
-	if comp := narInfoCompression(ni); comp != nn.Compression {
+	if comp := NarInfoCompression(ni); comp != nn.Compression {
 		return false, inputErr("Compression", "%q does not match the URL %s", ni.Compression, ni.URL)
 	}
 	return c.commitNarInfo(ctx, hash, ni, nn, true)

@@ -142,3 +142,13 @@ func (c *Cache) markIfUnreferenced(fi backend.FileInfo) (bool, error) {
 	}
 	return true, c.index.SetOrphaned(fi.Name, fi.ModTime)
 }
+
+// UnreferencedSince is since when no narinfo has named a NAR object: its orphan mark when a
+// narinfo naming it was deleted after it was written, else its modification time.
+func (c *Cache) UnreferencedSince(fi backend.FileInfo) time.Time {
+	since := fi.ModTime
+	if t, err := c.index.Orphaned(fi.Name); err == nil && t.After(since) {
+		since = t
+	}
+	return since
+}

@@ -191,3 +191,10 @@ func limitErr(err error) error {
 
 // errStoreStopped ends the pipe to the store when the store gave up reading it.
 var errStoreStopped = errors.New("store stopped reading")
+
+// CheckNar reads a stored NAR object (named by nn) back through the checks an upload passes,
+// storing nothing, and returns what it measured. Content that fails them is an *InputError.
+func (c *Cache) CheckNar(ctx context.Context, nn NarName, r io.Reader) (index.NarRecord, error) {
+	res, err := c.ingest(ctx, nn, nn.Compression, r, nil, func(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err })
+	return res.stored, err
+}

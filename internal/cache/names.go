@@ -66,9 +66,9 @@ func truncate(s string) string {
 	return s
 }
 
-// narInfoCompression is the compression a narinfo declares: without a Compression line, Nix
+// NarInfoCompression is the compression a narinfo declares: without a Compression line, Nix
 // takes it for bzip2.
-func narInfoCompression(ni *narinfo.NarInfo) string {
+func NarInfoCompression(ni *narinfo.NarInfo) string {
 	if ni.Compression == "" {
 		return "bzip2"
 	}

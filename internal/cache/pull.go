@@ -23,7 +23,7 @@ import (
 // compressed NAR without a FileHash, a file hash that is not sha256, a compression it does not
 // know.
 func (c *Cache) PrepPulled(ni *narinfo.NarInfo) (NarName, error) {
-	comp := narInfoCompression(ni)
+	comp := NarInfoCompression(ni)
 	if _, ok := compressionExt[comp]; !ok {
 		return NarName{}, inputErr("Compression", "%q of %s is not one this cache can store", ni.Compression, ni.StorePath)
 	}

@@ -7,15 +7,16 @@ import (
 	"time"
 
 	"github.com/cached-dev/cached/internal/cache"
+	"github.com/cached-dev/cached/internal/verify"
 )
 
-// postVerify checks the cache (cache.Verify) and streams its findings as text; the last line is
+// postVerify checks the cache (verify.Run) and streams its findings as text; the last line is
 // "report: " and the JSON report, with "error" set if the run could not finish. Query: sample
 // (0 < f <= 1, default 1), grace (Go duration or Nd, default 1h), jobs (default 4),
 // quarantine=1.
 func (s *Server) postVerify(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	opts := cache.VerifyOptions{Sample: 1, Grace: time.Hour, Jobs: 4}
+	opts := verify.Options{Sample: 1, Grace: time.Hour, Jobs: 4}
 	if v := q.Get("sample"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || !(f > 0 && f <= 1) {
@@ -49,11 +50,11 @@ func (s *Server) postVerify(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	out := &flushWriter{w: w}
-	rep, err := s.cache.Verify(r.Context(), opts, out)
+	rep, err := verify.Run(r.Context(), s.cache, s.cfg.Index, opts, out)
 	final := struct {
-		cache.VerifyReport
+		verify.Report
 		Error string `json:"error,omitempty"`
-	}{VerifyReport: rep}
+	}{Report: rep}
 	if err != nil {
 		final.Error = err.Error()
 		fmt.Fprintf(out, "error: %v\n", err)

@@ -1,4 +1,4 @@
-package cache
+package verify
 
 import (
 	"bytes"
@@ -14,51 +14,11 @@ import (
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/backend/disk"
-	"github.com/cached-dev/cached/internal/narinfo"
+	"github.com/cached-dev/cached/internal/cache"
+	"github.com/cached-dev/cached/internal/index"
 )
 
-// verifyPath is a store path uploaded for a verify test.
-type verifyPath struct {
-	hash string
-	url  string // the NAR object its narinfo names
-}
-
-// testHash returns the i-th of a set of valid store hashes.
-func testHash(i int) string {
-	const alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
-	return "0123456789abcdfghijklmnpqrsvwx" + string(alphabet[i/32]) + string(alphabet[i%32])
-}
-
-// uploadPath pushes a NAR and its narinfo (referencing refs) as nix copy would.
-func uploadPath(t *testing.T, c *Cache, i int, refs ...verifyPath) verifyPath {
-	t.Helper()
-	ctx := context.Background()
-	hash := testHash(i)
-	narBytes := testNar(t, fmt.Sprintf("verify-%d", i))
-	file := compress(t, "xz", narBytes)
-	uploaded := narName(file, "xz")
-	if _, err := c.PutNar(ctx, uploaded, bytes.NewReader(file)); err != nil {
-		t.Fatalf("PutNar %d: %v", i, err)
-	}
-	ni, err := narinfo.Parse(narInfoFor(t, hash, narBytes, file, uploaded, "xz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range refs {
-		ni.References = append(ni.References, r.hash+"-test")
-	}
-	if stored, err := c.PutNarInfo(ctx, hash, ni.Bytes()); err != nil || !stored {
-		t.Fatalf("PutNarInfo %d: %v (stored %v)", i, err, stored)
-	}
-	text, err := c.NarInfo(context.Background(), hash)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served, _ := narinfo.Parse(text)
-	return verifyPath{hash: hash, url: served.URL}
-}
-
-func runVerify(t *testing.T, c *Cache, opts VerifyOptions) (VerifyReport, string) {
+func runVerify(t *testing.T, c *cache.Cache, ix *index.Index, opts Options) (Report, string) {
 	t.Helper()
 	if opts.Sample == 0 {
 		opts.Sample = 1
@@ -67,9 +27,9 @@ func runVerify(t *testing.T, c *Cache, opts VerifyOptions) (VerifyReport, string
 		opts.Grace = time.Hour
 	}
 	var out bytes.Buffer
-	rep, err := c.Verify(context.Background(), opts, &out)
+	rep, err := Run(context.Background(), c, ix, opts, &out)
 	if err != nil {
-		t.Fatalf("Verify: %v\n%s", err, out.String())
+		t.Fatalf("Run: %v\n%s", err, out.String())
 	}
 	return rep, out.String()
 }
@@ -96,20 +56,20 @@ func writeOld(t *testing.T, be *disk.Backend, name string, data []byte) {
 }
 
 // TestVerifyFindsDamage damages a cache the ways disks and operators do (a flipped byte, a
-// truncated file, a deleted file, stray files) and checks that Verify reports exactly those,
+// truncated file, a deleted file, stray files) and checks that Run reports exactly those,
 // changes nothing without Quarantine, and with it takes every damaged NAR and its narinfos out
 // of service (a dependent's narinfo too) so that the cache verifies clean and the path can be
 // pushed again.
 func TestVerifyFindsDamage(t *testing.T) {
 	ctx := context.Background()
-	c, be := newTestCache(t, Options{})
-	var p []verifyPath
+	c, ix, be := newTestCache(t, cache.Options{})
+	var p []testPath
 	for i := range 5 {
 		p = append(p, uploadPath(t, c, i))
 	}
 	p = append(p, uploadPath(t, c, 5, p[0])) // p5 depends on p0
 
-	rep, out := runVerify(t, c, VerifyOptions{Jobs: 4})
+	rep, out := runVerify(t, c, ix, Options{Jobs: 4})
 	if rep.Problems != 0 || rep.NarsHashed != 6 || rep.NarInfos != 6 || rep.Nars != 6 {
 		t.Fatalf("clean cache: %+v\n%s", rep, out)
 	}
@@ -132,13 +92,13 @@ func TestVerifyFindsDamage(t *testing.T) {
 	// fresh stray NAR is within the grace period and not an orphan yet.
 	orphan := "nar/" + strings.Repeat("1", 52) + ".nar.zst"
 	writeOld(t, be, orphan, []byte("not a nar"))
-	staged := StagingPrefix + "0123456789abcdef"
+	staged := cache.StagingPrefix + "0123456789abcdef"
 	writeOld(t, be, staged, []byte("half an upload"))
 	fresh := "nar/" + strings.Repeat("2", 52) + ".nar.zst"
 	os.WriteFile(filepath.Join(root, fresh), []byte("uploading"), 0o644)
 
-	rep, out = runVerify(t, c, VerifyOptions{Jobs: 4})
-	want := VerifyReport{NarInfos: 6, Nars: 7, NarsHashed: 4, Sample: 1, Problems: 5, Corrupt: 2, Missing: 1, Orphans: 2}
+	rep, out = runVerify(t, c, ix, Options{Jobs: 4})
+	want := Report{NarInfos: 6, Nars: 7, NarsHashed: 4, Sample: 1, Problems: 5, Corrupt: 2, Missing: 1, Orphans: 2}
 	rep.BytesHashed = 0
 	if rep != want {
 		t.Errorf("report %+v\nwant   %+v\n%s", rep, want, out)
@@ -163,13 +123,13 @@ func TestVerifyFindsDamage(t *testing.T) {
 		}
 	}
 
-	rep, out = runVerify(t, c, VerifyOptions{Jobs: 4, Quarantine: true})
+	rep, out = runVerify(t, c, ix, Options{Jobs: 4, Quarantine: true})
 	if rep.Problems != 5 || rep.Quarantined != 4 || rep.NarInfosDeleted != 4 || rep.Failures != 0 {
 		t.Errorf("quarantine: %+v\n%s", rep, out)
 	}
 	for _, name := range []string{p[0].url, p[1].url, orphan, staged} {
-		if exists(be, name) || !exists(be, QuarantinePrefix+name) {
-			t.Errorf("%s was not moved to %s%s:\n%s", name, QuarantinePrefix, name, out)
+		if exists(be, name) || !exists(be, cache.QuarantinePrefix+name) {
+			t.Errorf("%s was not moved to %s%s:\n%s", name, cache.QuarantinePrefix, name, out)
 		}
 	}
 	if !exists(be, fresh) {
@@ -178,7 +138,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 	for i, x := range p {
 		_, err := c.NarInfo(context.Background(), x.hash)
 		_, berr := be.Stat(ctx, x.hash+".narinfo")
-		gone := errors.Is(err, ErrNotFound) && errors.Is(berr, backend.ErrNotExist)
+		gone := errors.Is(err, cache.ErrNotFound) && errors.Is(berr, backend.ErrNotExist)
 		if wantGone := i <= 2 || i == 5; gone != wantGone {
 			t.Errorf("p%d: narinfo gone %v, want %v (index: %v, backend: %v)", i, gone, wantGone, err, berr)
 		}
@@ -188,7 +148,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 	}
 
 	// What is left verifies clean: p5's NAR lost its narinfo just now, within the grace period.
-	rep, out = runVerify(t, c, VerifyOptions{})
+	rep, out = runVerify(t, c, ix, Options{})
 	if rep.Problems != 0 || rep.NarsHashed != 2 {
 		t.Errorf("after quarantine: %+v\n%s", rep, out)
 	}
@@ -197,7 +157,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 	// against the quarantined object), and so can its dependent.
 	p0 := uploadPath(t, c, 0)
 	uploadPath(t, c, 5, p0)
-	rep, out = runVerify(t, c, VerifyOptions{})
+	rep, out = runVerify(t, c, ix, Options{})
 	if rep.Problems != 0 || rep.NarsHashed != 4 {
 		t.Errorf("after pushing again: %+v\n%s", rep, out)
 	}
@@ -207,23 +167,23 @@ func TestVerifyFindsDamage(t *testing.T) {
 // backend having it, and one the server did not sign are reported.
 func TestVerifyIndexAndSignatures(t *testing.T) {
 	ctx := context.Background()
-	c, be := newTestCache(t, Options{StoreCompression: "as-uploaded"})
+	c, ix, be := newTestCache(t, cache.Options{StoreCompression: "as-uploaded"})
 	uploadPath(t, c, 0)
 	p1 := uploadPath(t, c, 1)
 
 	// A narinfo written straight to the backend (by plain nix, or another replica): not
 	// indexed, and not signed by this server.
 	narBytes := testNar(t, "plain")
-	file := compress(t, "xz", narBytes)
-	url := narName(file, "xz")
+	file := xzFile(t, narBytes)
+	url := xzNarName(file)
 	if _, err := c.PutNar(ctx, url, bytes.NewReader(file)); err != nil {
 		t.Fatal(err)
 	}
 	plain := testHash(7)
-	if err := be.Save(ctx, plain+".narinfo", bytes.NewReader(narInfoFor(t, plain, narBytes, file, url, "xz"))); err != nil {
+	if err := be.Save(ctx, plain+".narinfo", bytes.NewReader(narInfoFor(plain, narBytes, file, url))); err != nil {
 		t.Fatal(err)
 	}
-	rep, out := runVerify(t, c, VerifyOptions{})
+	rep, out := runVerify(t, c, ix, Options{})
 	if rep.Problems != 1 || rep.NotIndexed != 1 || !strings.Contains(out, "not indexed "+plain+".narinfo") {
 		t.Errorf("narinfo not indexed: %+v\n%s", rep, out)
 	}
@@ -231,7 +191,7 @@ func TestVerifyIndexAndSignatures(t *testing.T) {
 	if _, err := c.Reindex(ctx, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	rep, out = runVerify(t, c, VerifyOptions{})
+	rep, out = runVerify(t, c, ix, Options{})
 	if rep.Problems != 1 || rep.Unsigned != 1 || !strings.Contains(out, "unsigned /nix/store/"+plain+"-test") {
 		t.Errorf("unsigned narinfo: %+v\n%s", rep, out)
 	}
@@ -239,7 +199,7 @@ func TestVerifyIndexAndSignatures(t *testing.T) {
 	if err := be.Remove(ctx, p1.hash+".narinfo"); err != nil {
 		t.Fatal(err)
 	}
-	rep, out = runVerify(t, c, VerifyOptions{})
+	rep, out = runVerify(t, c, ix, Options{})
 	if rep.Problems != 2 || rep.BadNarInfos != 1 || !strings.Contains(out, "bad narinfo "+p1.hash+": served from the index but not in the backend") {
 		t.Errorf("narinfo only in the index: %+v\n%s", rep, out)
 	}
@@ -248,16 +208,16 @@ func TestVerifyIndexAndSignatures(t *testing.T) {
 // TestVerifySample: a sample reads back the fraction asked for, picked by the seed, and finds
 // damage only in what it reads; sizes are checked whatever the sample.
 func TestVerifySample(t *testing.T) {
-	c, be := newTestCache(t, Options{})
-	var p []verifyPath
+	c, ix, be := newTestCache(t, cache.Options{})
+	var p []testPath
 	for i := range 6 {
 		p = append(p, uploadPath(t, c, i))
 	}
-	rep, out := runVerify(t, c, VerifyOptions{Sample: 0.5, Seed: 42})
+	rep, out := runVerify(t, c, ix, Options{Sample: 0.5, Seed: 42})
 	if rep.NarsHashed != 3 || rep.Problems != 0 {
 		t.Fatalf("sample 0.5 of 6: %+v\n%s", rep, out)
 	}
-	rep, _ = runVerify(t, c, VerifyOptions{Sample: 0.01, Seed: 42})
+	rep, _ = runVerify(t, c, ix, Options{Sample: 0.01, Seed: 42})
 	if rep.NarsHashed != 1 {
 		t.Fatalf("sample 0.01 of 6 hashes %d NARs, want 1", rep.NarsHashed)
 	}
@@ -271,11 +231,11 @@ func TestVerifySample(t *testing.T) {
 		os.WriteFile(f, b, 0o644)
 	}
 	os.Truncate(filepath.Join(be.Root(), p[5].url), 10)
-	rep, out = runVerify(t, c, VerifyOptions{Sample: 0.5, Seed: 7})
+	rep, out = runVerify(t, c, ix, Options{Sample: 0.5, Seed: 7})
 	if rep.NarsHashed != 3 || rep.Corrupt != 4 {
 		t.Errorf("sample 0.5 of 5 flipped and 1 truncated: %+v, want 3 hashed and 3+1 corrupt\n%s", rep, out)
 	}
-	again, out2 := runVerify(t, c, VerifyOptions{Sample: 0.5, Seed: 7})
+	again, out2 := runVerify(t, c, ix, Options{Sample: 0.5, Seed: 7})
 	if again.Corrupt != rep.Corrupt || out2 != out {
 		t.Errorf("the same seed picked another sample:\n%s\n---\n%s", out, out2)
 	}
