@@ -34,104 +34,12 @@ const ingestBuffer = 256 << 10
 // NAR must be (its NarHash and NarSize, from a narinfo fetched before the NAR), checked before
 // the stream ends.
 func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.Reader, want *NarWant, store func(io.Reader) error) (ingestResult, error) {
+	in := newIngestion(c, nn, target, want)
+	defer in.close()
 	pr, pw := io.Pipe()
-	// The hashes run on goroutines of their own, beside the decompression (asynchash.go).
-	uploaded := newAsyncHash(sha256.New())
-	defer uploaded.Close()
-	narH := newAsyncHash(sha256.New())
-	defer narH.Close()
-	transcode := target != nn.Compression
-	var storedHash *asyncHash
-	if transcode {
-		storedHash = newAsyncHash(sha256.New())
-		defer storedHash.Close()
-	}
-	var narSize int64
-
-	produce := func() error {
-		// The uploaded bytes are hashed, and kept as they are unless they are recompressed.
-		kept := io.MultiWriter(uploaded, pw)
-		var enc io.WriteCloser
-		if transcode {
-			kept = uploaded
-			var err error
-			enc, err = compressor(target, io.MultiWriter(storedHash, pw), c.opts)
-			if err != nil {
-				return err
-			}
-			// zstd encodes on goroutines of its own that write to storedHash: even when the
-			// upload is refused part-way, they must be done before storedHash is closed.
-			defer func() {
-				if enc != nil {
-					enc.Close()
-				}
-			}()
-		}
-		src := bufio.NewReaderSize(io.TeeReader(body, kept), ingestBuffer)
-		// The decoder's memory comes out of the budget shared by concurrent uploads.
-		mem := c.opts.DecoderMemory.Reserve()
-		defer mem.Release()
-		need := func(n int64) error { return mem.Need(ctx, n) }
-		dec, err := NewDecoder(nn.Compression, src, MaxNarWindow, need)
-		if lerr := limitErr(err); lerr != nil {
-			return fmt.Errorf("%s: %w", nn.Name, lerr)
-		}
-		if err != nil {
-			return inputErr("Compression", "%s: %w", nn.Name, err)
-		}
-		defer dec.Close()
-		sink := io.Writer(narH)
-		if enc != nil {
-			sink = io.MultiWriter(narH, enc)
-		}
-		narIn := io.Reader(dec)
-		if c.opts.MaxNarSize > 0 {
-			narIn = &narLimit{r: dec, left: c.opts.MaxNarSize, limit: c.opts.MaxNarSize}
-		}
-		narSize, err = nar.Check(io.TeeReader(narIn, sink))
-		if lerr := limitErr(err); lerr != nil {
-			return fmt.Errorf("%s: %w", nn.Name, lerr)
-		}
-		if err != nil {
-			// Wrapped, so that a body over the size limit or a stalled one still reads as that.
-			return inputErr("NAR", "%s is not a valid %s-compressed NAR: %w", nn.Name, nn.Compression, err)
-		}
-		// The compressed stream must end properly (its checksums and trailer) right after the
-		// NAR: a stored file that nix cannot decompress to its end is a broken path.
-		var one [1]byte
-		switch m, err := io.ReadFull(dec, one[:]); {
-		case m > 0:
-			return inputErr("NAR", "%s: data after the end of the NAR", nn.Name)
-		case err != io.EOF:
-			return inputErr("NAR", "%s: the %s stream is damaged after the NAR: %w", nn.Name, nn.Compression, err)
-		}
-		// Whatever follows the compressed stream is covered by the file hash.
-		if _, err := io.Copy(io.Discard, src); err != nil {
-			return err
-		}
-		if enc != nil {
-			err := enc.Close()
-			enc = nil
-			if err != nil {
-				return fmt.Errorf("recompress %s: %w", nn.Name, err)
-			}
-		}
-		if got := nixbase32.EncodeToString(uploaded.Sum()); got != nn.FileHash {
-			return inputErr("FileHash", "uploaded bytes of %s hash to sha256:%s, not to the hash in its name", nn.Name, got)
-		}
-		if want != nil {
-			if uint64(narSize) != want.NarSize {
-				return inputErr("NarSize", "%s decompresses to %d bytes, not the %d its narinfo says", nn.Name, narSize, want.NarSize)
-			}
-			if got := "sha256:" + nixbase32.EncodeToString(narH.Sum()); got != want.NarHash {
-				return inputErr("NarHash", "%s decompresses to a NAR with %s, not the %s its narinfo says", nn.Name, got, want.NarHash)
-			}
-		}
-		return nil
-	}
 	prodErr := make(chan error, 1)
 	go func() {
-		err := produce()
+		err := in.produce(ctx, body, pw)
 		if err == nil && want != nil && want.Verified != nil {
 			want.Verified()
 		}
@@ -154,17 +62,155 @@ func (c *Cache) ingest(ctx context.Context, nn NarName, target string, body io.R
 	case storeErr != nil:
 		return ingestResult{}, storeErr
 	}
-	res := ingestResult{uploadedSize: uint64(uploaded.n), compression: target}
-	res.stored.NarHash = "sha256:" + nixbase32.EncodeToString(narH.Sum())
-	res.stored.NarSize = uint64(narSize)
-	if transcode {
-		res.stored.FileHash = "sha256:" + nixbase32.EncodeToString(storedHash.Sum())
-		res.stored.FileSize = uint64(storedHash.n)
-	} else {
-		res.stored.FileHash = "sha256:" + nn.FileHash
-		res.stored.FileSize = uint64(uploaded.n)
+	return in.result(), nil
+}
+
+// ingestion is one pass of ingest over an upload: what it hashes and measures.
+type ingestion struct {
+	c      *Cache
+	nn     NarName
+	target string
+	want   *NarWant
+	// The hashes run on goroutines of their own, beside the decompression (asynchash.go).
+	uploaded   *asyncHash // the uploaded bytes
+	narH       *asyncHash // the NAR
+	storedHash *asyncHash // the recompressed bytes; nil when the upload is kept as it is
+	narSize    int64
+}
+
+func newIngestion(c *Cache, nn NarName, target string, want *NarWant) *ingestion {
+	in := &ingestion{c: c, nn: nn, target: target, want: want,
+		uploaded: newAsyncHash(sha256.New()), narH: newAsyncHash(sha256.New())}
+	if in.transcode() {
+		in.storedHash = newAsyncHash(sha256.New())
 	}
-	return res, nil
+	return in
+}
+
+func (in *ingestion) transcode() bool { return in.target != in.nn.Compression }
+
+func (in *ingestion) close() {
+	if in.storedHash != nil {
+		in.storedHash.Close()
+	}
+	in.narH.Close()
+	in.uploaded.Close()
+}
+
+// produce reads body once and writes the bytes to keep to pw: it hashes the upload, checks the
+// NAR inside it and recompresses it if asked to, then checks the hashes.
+func (in *ingestion) produce(ctx context.Context, body io.Reader, pw io.Writer) error {
+	nn := in.nn
+	// The uploaded bytes are hashed, and kept as they are unless they are recompressed.
+	kept := io.MultiWriter(in.uploaded, pw)
+	var enc io.WriteCloser
+	if in.transcode() {
+		kept = in.uploaded
+		var err error
+		enc, err = compressor(in.target, io.MultiWriter(in.storedHash, pw), in.c.opts)
+		if err != nil {
+			return err
+		}
+		// zstd encodes on goroutines of its own that write to storedHash: even when the
+		// upload is refused part-way, they must be done before storedHash is closed.
+		defer func() {
+			if enc != nil {
+				enc.Close()
+			}
+		}()
+	}
+	src := bufio.NewReaderSize(io.TeeReader(body, kept), ingestBuffer)
+	if err := in.checkNar(ctx, src, enc); err != nil {
+		return err
+	}
+	// Whatever follows the compressed stream is covered by the file hash.
+	if _, err := io.Copy(io.Discard, src); err != nil {
+		return err
+	}
+	if enc != nil {
+		err := enc.Close()
+		enc = nil
+		if err != nil {
+			return fmt.Errorf("recompress %s: %w", nn.Name, err)
+		}
+	}
+	return in.checkHashes()
+}
+
+// checkNar decompresses src, checks that it is one valid NAR and that the compressed stream
+// ends properly right after it, and hashes the NAR (and recompresses it into enc, if not nil).
+func (in *ingestion) checkNar(ctx context.Context, src io.Reader, enc io.Writer) error {
+	nn, opts := in.nn, in.c.opts
+	// The decoder's memory comes out of the budget shared by concurrent uploads.
+	mem := opts.DecoderMemory.Reserve()
+	defer mem.Release()
+	need := func(n int64) error { return mem.Need(ctx, n) }
+	dec, err := NewDecoder(nn.Compression, src, MaxNarWindow, need)
+	if lerr := limitErr(err); lerr != nil {
+		return fmt.Errorf("%s: %w", nn.Name, lerr)
+	}
+	if err != nil {
+		return inputErr("Compression", "%s: %w", nn.Name, err)
+	}
+	defer dec.Close()
+	sink := io.Writer(in.narH)
+	if enc != nil {
+		sink = io.MultiWriter(in.narH, enc)
+	}
+	narIn := io.Reader(dec)
+	if opts.MaxNarSize > 0 {
+		narIn = &narLimit{r: dec, left: opts.MaxNarSize, limit: opts.MaxNarSize}
+	}
+	in.narSize, err = nar.Check(io.TeeReader(narIn, sink))
+	if lerr := limitErr(err); lerr != nil {
+		return fmt.Errorf("%s: %w", nn.Name, lerr)
+	}
+	if err != nil {
+		// Wrapped, so that a body over the size limit or a stalled one still reads as that.
+		return inputErr("NAR", "%s is not a valid %s-compressed NAR: %w", nn.Name, nn.Compression, err)
+	}
+	// The compressed stream must end properly (its checksums and trailer) right after the
+	// NAR: a stored file that nix cannot decompress to its end is a broken path.
+	var one [1]byte
+	switch m, err := io.ReadFull(dec, one[:]); {
+	case m > 0:
+		return inputErr("NAR", "%s: data after the end of the NAR", nn.Name)
+	case err != io.EOF:
+		return inputErr("NAR", "%s: the %s stream is damaged after the NAR: %w", nn.Name, nn.Compression, err)
+	}
+	return nil
+}
+
+// checkHashes checks the upload's hash against its name, and the NAR against want.
+func (in *ingestion) checkHashes() error {
+	nn, want := in.nn, in.want
+	if got := nixbase32.EncodeToString(in.uploaded.Sum()); got != nn.FileHash {
+		return inputErr("FileHash", "uploaded bytes of %s hash to sha256:%s, not to the hash in its name", nn.Name, got)
+	}
+	if want != nil {
+		if uint64(in.narSize) != want.NarSize {
+			return inputErr("NarSize", "%s decompresses to %d bytes, not the %d its narinfo says", nn.Name, in.narSize, want.NarSize)
+		}
+		if got := "sha256:" + nixbase32.EncodeToString(in.narH.Sum()); got != want.NarHash {
+			return inputErr("NarHash", "%s decompresses to a NAR with %s, not the %s its narinfo says", nn.Name, got, want.NarHash)
+		}
+	}
+	return nil
+}
+
+// result is what a pass that verified measured.
+func (in *ingestion) result() ingestResult {
+	res := ingestResult{uploadedSize: uint64(in.uploaded.n), compression: in.target}
+	res.stored.NarHash = "sha256:" + nixbase32.EncodeToString(in.narH.Sum())
+	res.stored.NarSize = uint64(in.narSize)
+	if in.storedHash != nil {
+		res.stored.FileHash = "sha256:" + nixbase32.EncodeToString(in.storedHash.Sum())
+		res.stored.FileSize = uint64(in.storedHash.n)
+	} else {
+		res.stored.FileHash = "sha256:" + in.nn.FileHash
+		res.stored.FileSize = uint64(in.uploaded.n)
+	}
+	return res
 }
 
 // limitErr is the limit an upload ran into, found in err: the decompressed size
