@@ -65,31 +65,88 @@ type path struct {
 
 // Run collects garbage from c according to p, printing progress to out.
 func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.Writer) (Report, error) {
-	now := time.Now()
-	rep := Report{DryRun: p.DryRun}
-	if err := c.FlushAccess(); err != nil {
-		return rep, err
-	}
-	if c.SharesBackend() {
-		// Replicas: a narinfo committed through another server, which may reference a path
-		// collected here, reaches this index only at its next sync. Sync now, so that only
-		// what is committed elsewhere during this run can be missed.
-		st, err := c.Reindex(ctx, false, nil)
-		if err != nil {
-			return rep, fmt.Errorf("syncing with the backend before collecting: %w", err)
-		}
-		fmt.Fprintf(out, "gc: synced with the backend: %d narinfos added, %d removed\n", st.NarInfos, st.Removed)
-	}
-	paths, err := load(ix)
-	if err != nil {
-		return rep, err
-	}
-	rep.Paths = len(paths)
-	fmt.Fprintf(out, "gc: %d store paths in the index\n", len(paths))
+	g := &collector{c: c, ix: ix, p: p, out: out, now: time.Now(), rep: Report{DryRun: p.DryRun}}
+	err := g.run(ctx)
+	return g.rep, err
+}
 
-	protected := func(pt *path) bool {
-		return pt.pinned || (p.KeepSince > 0 && now.Sub(pt.created) < p.KeepSince) || (p.PulledOnly && !pt.pulled)
+// collector is one run of Run.
+type collector struct {
+	c     *cache.Cache
+	ix    *index.Index
+	p     Policy
+	out   io.Writer
+	now   time.Time
+	rep   Report
+	paths map[string]*path
+}
+
+// run goes through the phases of a collection: sync a replica's index, load the paths, decide
+// what goes (pins, age, size), delete narinfos dependents first, then staged uploads and the
+// NARs whose grace period is over.
+func (g *collector) run(ctx context.Context) error {
+	if err := g.c.FlushAccess(); err != nil {
+		return err
 	}
+	if err := g.sync(ctx); err != nil {
+		return err
+	}
+	paths, err := load(g.ix)
+	if err != nil {
+		return err
+	}
+	g.paths = paths
+	g.rep.Paths = len(paths)
+	fmt.Fprintf(g.out, "gc: %d store paths in the index\n", len(paths))
+
+	g.plan()
+	toFree := g.measure()
+	if err := g.deleteNarInfos(ctx); err != nil {
+		return err
+	}
+	if !g.p.DryRun {
+		// Staged uploads of a process that died are never committed.
+		if _, err := g.c.CleanStaging(ctx, g.p.Grace+time.Hour); err != nil {
+			g.rep.Failures++
+			fmt.Fprintf(g.out, "error cleaning staged uploads: %v\n", err)
+		}
+		if err := g.deleteNars(ctx, toFree); err != nil {
+			return err
+		}
+	}
+	rep := &g.rep
+	fmt.Fprintf(g.out, "gc: %d of %d paths %s, %d NARs deleted, %d bytes freed, %d bytes more after the %s grace period, %d bytes kept, %d failures\n",
+		rep.PathsDeleted, rep.Paths, map[bool]string{true: "would be deleted", false: "deleted"}[g.p.DryRun],
+		rep.NarsDeleted, rep.BytesFreed, rep.BytesToFree, g.p.Grace, rep.SizeAfter, rep.Failures)
+	if rep.Failures > 0 {
+		return fmt.Errorf("gc: %d failures", rep.Failures)
+	}
+	return nil
+}
+
+// sync brings a replica's index up to date with the backend. A narinfo committed through
+// another server, which may reference a path collected here, reaches this index only at its
+// next sync. Sync now, so that only what is committed elsewhere during this run can be missed.
+func (g *collector) sync(ctx context.Context) error {
+	if !g.c.SharesBackend() {
+		return nil
+	}
+	st, err := g.c.Reindex(ctx, false, nil)
+	if err != nil {
+		return fmt.Errorf("syncing with the backend before collecting: %w", err)
+	}
+	fmt.Fprintf(g.out, "gc: synced with the backend: %d narinfos added, %d removed\n", st.NarInfos, st.Removed)
+	return nil
+}
+
+func (g *collector) protected(pt *path) bool {
+	p := g.p
+	return pt.pinned || (p.KeepSince > 0 && g.now.Sub(pt.created) < p.KeepSince) || (p.PulledOnly && !pt.pulled)
+}
+
+// plan marks the paths to evict: pins hold their closures, then age, then size.
+func (g *collector) plan() {
+	paths, p := g.paths, g.p
 	// Pins hold their whole closure.
 	var pinRoots []*path
 	for _, pt := range paths {
@@ -99,7 +156,7 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 	}
 	for h := range closure(paths, pinRoots) {
 		paths[h].pinned = true
-		rep.Pinned++
+		g.rep.Pinned++
 	}
 
 	// Age: every unprotected path not accessed within OlderThan is a candidate; the closures
@@ -107,7 +164,7 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 	if p.ByAge {
 		var keep []*path
 		for _, pt := range paths {
-			if protected(pt) || now.Sub(pt.lastAccess) < p.OlderThan {
+			if g.protected(pt) || g.now.Sub(pt.lastAccess) < p.OlderThan {
 				keep = append(keep, pt)
 			} else {
 				pt.evict = true
@@ -120,30 +177,38 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 
 	// Size: evict least recently used paths that nothing kept references, until under MaxSize.
 	if p.MaxSize > 0 {
-		evictToSize(paths, p.MaxSize, protected)
+		evictToSize(paths, p.MaxSize, g.protected)
 	}
+}
 
-	// Sizes count each NAR once, however many narinfos share it.
+// measure counts what stays and what goes, each NAR once however many narinfos share it, and
+// returns the NARs the plan leaves without a narinfo, with their sizes.
+func (g *collector) measure() map[string]int64 {
 	keptNars := map[string]bool{}
-	for _, pt := range paths {
+	for _, pt := range g.paths {
 		if !pt.evict {
 			keptNars[pt.nar] = true
 		}
 	}
 	narSize := map[string]int64{}
-	for _, pt := range paths {
+	for _, pt := range g.paths {
 		narSize[pt.nar] = pt.narSize
 	}
-	toFree := map[string]int64{} // NARs this run leaves without a narinfo
+	toFree := map[string]int64{}
 	for n, sz := range narSize {
 		if keptNars[n] {
-			rep.SizeAfter += sz
+			g.rep.SizeAfter += sz
 		} else {
-			rep.BytesToFree += sz
+			g.rep.BytesToFree += sz
 			toFree[n] = sz
 		}
 	}
+	return toFree
+}
 
+// deleteNarInfos deletes the narinfos of the paths to evict (or, dry, says it would).
+func (g *collector) deleteNarInfos(ctx context.Context) error {
+	paths, out := g.paths, g.out
 	var victims []*path
 	for _, pt := range paths {
 		if pt.evict {
@@ -159,11 +224,11 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 	failed := map[string]bool{}
 	for _, pt := range order {
 		if err := ctx.Err(); err != nil {
-			return rep, err
+			return err
 		}
-		if p.DryRun {
+		if g.p.DryRun {
 			fmt.Fprintf(out, "would delete %s (%d bytes, last access %s)\n", pt.storePath, pt.narSize, pt.lastAccess.Format(time.RFC3339))
-			rep.PathsDeleted++
+			g.rep.PathsDeleted++
 			continue
 		}
 		if failed[pt.hash] {
@@ -171,7 +236,7 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 			markFailed(paths, pt, failed)
 			continue
 		}
-		err := c.DeleteNarInfo(ctx, pt.hash)
+		err := g.c.DeleteNarInfo(ctx, pt.hash)
 		if errors.Is(err, cache.ErrReferenced) {
 			// An upload that began after this collection references it: it stays.
 			fmt.Fprintf(out, "keeping %s: %v\n", pt.storePath, err)
@@ -179,59 +244,47 @@ func Run(ctx context.Context, c *cache.Cache, ix *index.Index, p Policy, out io.
 			continue
 		}
 		if err != nil && !errors.Is(err, index.ErrNotFound) {
-			rep.Failures++
+			g.rep.Failures++
 			fmt.Fprintf(out, "error deleting %s: %v\n", pt.storePath, err)
 			// A failed delete must not strand what it references.
 			markFailed(paths, pt, failed)
 			continue
 		}
-		rep.PathsDeleted++
+		g.rep.PathsDeleted++
 		fmt.Fprintf(out, "deleted %s\n", pt.storePath)
 	}
+	return nil
+}
 
-	// Staged uploads of a process that died are never committed.
-	if !p.DryRun {
-		if _, err := c.CleanStaging(ctx, p.Grace+time.Hour); err != nil {
+// deleteNars marks the unreferenced NARs (including uploads whose narinfo never came), then
+// deletes those whose grace period is over. toFree are the NARs this run left without a narinfo.
+func (g *collector) deleteNars(ctx context.Context, toFree map[string]int64) error {
+	rep, out := &g.rep, g.out
+	if _, err := g.c.MarkUnreferencedNars(ctx); err != nil {
+		rep.Failures++
+		fmt.Fprintf(out, "error listing NARs: %v\n", err)
+	}
+	var orphans []string
+	if err := g.ix.Orphans(func(name string, _ time.Time) { orphans = append(orphans, name) }); err != nil {
+		return err
+	}
+	for _, name := range orphans {
+		deleted, size, err := g.c.DeleteNarIfOrphaned(ctx, name, g.p.Grace)
+		if err != nil {
 			rep.Failures++
-			fmt.Fprintf(out, "error cleaning staged uploads: %v\n", err)
+			fmt.Fprintf(out, "error deleting %s: %v\n", name, err)
+			continue
+		}
+		if deleted {
+			rep.NarsDeleted++
+			rep.BytesFreed += size
+			// Freed now rather than after the grace period (--grace 0); NARs left by
+			// earlier runs were never counted here.
+			rep.BytesToFree -= toFree[name]
+			fmt.Fprintf(out, "deleted %s (%d bytes)\n", name, size)
 		}
 	}
-
-	// NARs: mark the unreferenced ones (including uploads whose narinfo never came), then delete
-	// those whose grace period is over.
-	if !p.DryRun {
-		if _, err := c.MarkUnreferencedNars(ctx); err != nil {
-			rep.Failures++
-			fmt.Fprintf(out, "error listing NARs: %v\n", err)
-		}
-		var orphans []string
-		if err := ix.Orphans(func(name string, _ time.Time) { orphans = append(orphans, name) }); err != nil {
-			return rep, err
-		}
-		for _, name := range orphans {
-			deleted, size, err := c.DeleteNarIfOrphaned(ctx, name, p.Grace)
-			if err != nil {
-				rep.Failures++
-				fmt.Fprintf(out, "error deleting %s: %v\n", name, err)
-				continue
-			}
-			if deleted {
-				rep.NarsDeleted++
-				rep.BytesFreed += size
-				// Freed now rather than after the grace period (--grace 0); NARs left by
-				// earlier runs were never counted here.
-				rep.BytesToFree -= toFree[name]
-				fmt.Fprintf(out, "deleted %s (%d bytes)\n", name, size)
-			}
-		}
-	}
-	fmt.Fprintf(out, "gc: %d of %d paths %s, %d NARs deleted, %d bytes freed, %d bytes more after the %s grace period, %d bytes kept, %d failures\n",
-		rep.PathsDeleted, rep.Paths, map[bool]string{true: "would be deleted", false: "deleted"}[p.DryRun],
-		rep.NarsDeleted, rep.BytesFreed, rep.BytesToFree, p.Grace, rep.SizeAfter, rep.Failures)
-	if rep.Failures > 0 {
-		return rep, fmt.Errorf("gc: %d failures", rep.Failures)
-	}
-	return rep, nil
+	return nil
 }
 
 // markFailed keeps pt's closure: it stays, so everything it references must too.
