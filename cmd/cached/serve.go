@@ -22,6 +22,7 @@ import (
 	"github.com/cached-dev/cached/internal/membudget"
 	"github.com/cached-dev/cached/internal/server"
 	"github.com/cached-dev/cached/internal/signing"
+	"github.com/cached-dev/cached/internal/upstream"
 )
 
 type serveCmd struct {
@@ -66,48 +67,19 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	defer stop()
 	defer func() { err = stoppedBy(ctx, err) }()
 
-	if err := os.MkdirAll(c.Data, 0o755); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	tokens, tokenCreated, tokenPath, err := loadTokens(c.UploadTokenFile, c.Data)
+	cred, err := c.credentials()
 	if err != nil {
 		return err
 	}
-	adminTokens, adminCreated, adminPath, err := loadAdminToken(c.AdminTokenFile, c.Data)
+	lim, err := c.limits()
 	if err != nil {
 		return err
 	}
-	var uploadKeys []signing.PublicKey
-	for _, k := range c.RequireUploadSigs {
-		pk, err := signing.ParsePublicKey(k)
-		if err != nil {
-			return fmt.Errorf("--require-upload-sigs: %w", err)
-		}
-		uploadKeys = append(uploadKeys, pk)
-	}
-	if c.WriteIdleTimeout < 0 {
-		return fmt.Errorf("--write-idle-timeout %s: want 0 (never) or more", c.WriteIdleTimeout)
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return fmt.Errorf("--tls-cert and --tls-key go together")
-	}
-	decoderMemory := int64(c.DecoderMemory)
-	if decoderMemory == 0 {
-		decoderMemory = membudget.DefaultSize()
-	}
-	budget := membudget.New(decoderMemory, decoderMemoryWait)
-	if os.Getenv("GOMEMLIMIT") == "" { // an operator's GOMEMLIMIT wins
-		debug.SetMemoryLimit(membudget.GoMemoryLimit(decoderMemory))
-	}
-	if err := c.narRedirectFlags.check(c.Backend); err != nil {
-		return err
-	}
-	shared := c.sharedBucket()
 	st, err := c.open(ctx, log, cache.Options{
 		Priority:         c.Priority,
 		StoreCompression: c.StoreCompression, ZstdLevel: c.ZstdLevel, Recompressions: c.Recompressions,
-		ReadThrough: shared, NegativeTTL: c.NegativeTTL, UploadKeys: uploadKeys, MaxNarSize: int64(c.MaxNarSize),
-		DecoderMemory: budget,
+		ReadThrough: c.sharedBucket(), NegativeTTL: c.NegativeTTL, UploadKeys: lim.uploadKeys, MaxNarSize: int64(c.MaxNarSize),
+		DecoderMemory: lim.budget,
 	})
 	if err != nil {
 		return err
@@ -135,23 +107,8 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 			url = "https://" + ln.Addr().String()
 		}
 	}
-	tokenStore := auth.NewStore(st.index)
-	for _, t := range adminTokens {
-		tokenStore.AddFixed(t, auth.ScopeAdmin)
-	}
-	bgCtx, stopBg := context.WithCancel(context.Background())
-	defer stopBg()
-	if shared && c.SyncInterval > 0 {
-		go st.cache.RunSync(bgCtx, c.SyncInterval)
-	}
-	if sw, ok := backend.As[backend.Sweeper](st.backend); ok {
-		// Incomplete multipart uploads (a crash mid-upload) are billed: abort old ones.
-		go sw.RunSweeper(bgCtx, time.Hour, c.StaleUploadAge)
-	}
-	flushCtx, stopFlush := context.WithCancel(context.Background())
-	flushDone := make(chan struct{})
-	go func() { st.cache.RunAccessFlusher(flushCtx, 10*time.Second); close(flushDone) }()
-	defer func() { stopFlush(); <-flushDone }()
+	stopBackground := st.cache.StartBackground(cache.BackgroundOptions{SyncInterval: c.SyncInterval, StaleUploadAge: c.StaleUploadAge})
+	defer stopBackground()
 
 	puller, err := c.puller(st.cache, c.Data, log)
 	if err != nil {
@@ -161,7 +118,97 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		defer puller.Close()
 		log.Info("pull-through on", "upstreams", puller.Upstreams())
 	}
+	srv, httpSrv, err := c.newServer(st, cred, lim, puller, log)
+	if err != nil {
+		return err
+	}
+	printBanner(url, st, cred.tokens, cred.tokenCreated, cred.tokenPath, c.Data)
+	if cred.adminCreated {
+		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", cred.adminPath)
+	}
+	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKeys", publicKeys(st.keys), "decoderMemory", byteSize(lim.decoderMemory).String(), "goMemoryLimit", byteSize(debug.SetMemoryLimit(-1)).String())
 
+	if c.PprofListen != "" {
+		pln, err := startPprof(c.PprofListen, log)
+		if err != nil {
+			return err
+		}
+		defer pln.Close()
+	}
+	return c.serve(ctx, ln, srv, httpSrv, log)
+}
+
+// serveCredentials are the tokens serve accepts, and whether it generated them.
+type serveCredentials struct {
+	tokens       []string // upload tokens
+	tokenCreated bool
+	tokenPath    string
+	adminTokens  []string
+	adminCreated bool
+	adminPath    string
+}
+
+// credentials creates the data directory and loads (on a first start, generates) the upload
+// and admin tokens.
+func (c *serveCmd) credentials() (serveCredentials, error) {
+	var cr serveCredentials
+	if err := os.MkdirAll(c.Data, 0o755); err != nil {
+		return cr, fmt.Errorf("data directory: %w", err)
+	}
+	var err error
+	cr.tokens, cr.tokenCreated, cr.tokenPath, err = loadTokens(c.UploadTokenFile, c.Data)
+	if err != nil {
+		return cr, err
+	}
+	cr.adminTokens, cr.adminCreated, cr.adminPath, err = loadAdminToken(c.AdminTokenFile, c.Data)
+	return cr, err
+}
+
+// serveLimits is what the flags that bound uploads and memory come to.
+type serveLimits struct {
+	uploadKeys    []signing.PublicKey
+	decoderMemory int64
+	budget        *membudget.Budget
+}
+
+// limits checks the flags that need more than their type and sets up the decoder memory
+// budget (and Go's memory limit from it, unless GOMEMLIMIT is set).
+func (c *serveCmd) limits() (serveLimits, error) {
+	var l serveLimits
+	for _, k := range c.RequireUploadSigs {
+		pk, err := signing.ParsePublicKey(k)
+		if err != nil {
+			return l, fmt.Errorf("--require-upload-sigs: %w", err)
+		}
+		l.uploadKeys = append(l.uploadKeys, pk)
+	}
+	if c.WriteIdleTimeout < 0 {
+		return l, fmt.Errorf("--write-idle-timeout %s: want 0 (never) or more", c.WriteIdleTimeout)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return l, fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	l.decoderMemory = int64(c.DecoderMemory)
+	if l.decoderMemory == 0 {
+		l.decoderMemory = membudget.DefaultSize()
+	}
+	l.budget = membudget.New(l.decoderMemory, decoderMemoryWait)
+	if os.Getenv("GOMEMLIMIT") == "" { // an operator's GOMEMLIMIT wins
+		debug.SetMemoryLimit(membudget.GoMemoryLimit(l.decoderMemory))
+	}
+	if err := c.narRedirectFlags.check(c.Backend); err != nil {
+		return l, err
+	}
+	return l, nil
+}
+
+// newServer wires the HTTP server: the handler over the cache, and net/http's server with its
+// limits and protocols.
+func (c *serveCmd) newServer(st *opened, cred serveCredentials, lim serveLimits, puller *upstream.Puller, log *slog.Logger) (*server.Server, *http.Server, error) {
+	tokenStore := auth.NewStore(st.index)
+	for _, t := range cred.adminTokens {
+		tokenStore.AddFixed(t, auth.ScopeAdmin)
+	}
 	cfg := server.Config{
 		Cache:           st.cache,
 		Index:           st.index,
@@ -171,17 +218,18 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 		WriteRateLimit:  c.WriteRateLimit,
 		AccessLog:       c.AccessLog,
 		Log:             log,
-		UploadTokens:    tokens,
+		UploadTokens:    cred.tokens,
 		MaxUploadSize:   int64(c.MaxUploadSize),
 		MaxMetaSize:     int64(c.MaxMetaSize),
-		DecoderMemory:   budget,
+		DecoderMemory:   lim.budget,
 		Priority:        c.Priority,
 		PublicURL:       c.PublicURL,
 		Puller:          puller,
 	}
 	redirector, _ := backend.As[backend.Redirector](st.backend)
+	var err error
 	if cfg.NarRedirect, err = c.narRedirect(c.Backend, redirector); err != nil {
-		return err
+		return nil, nil, err
 	}
 	if cfg.NarRedirect != nil {
 		log.Info("NAR downloads are redirected", "to", c.NarRedirect, "expiry", c.NarRedirectExpiry)
@@ -201,27 +249,29 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	httpSrv.Protocols.SetHTTP1(true)
 	httpSrv.Protocols.SetHTTP2(true)
 	httpSrv.Protocols.SetUnencryptedHTTP2(true)
-	printBanner(url, st, tokens, tokenCreated, tokenPath, c.Data)
-	if adminCreated {
-		fmt.Printf("Admin token (cached gc, cached pin, cached token) written to %s\n\n", adminPath)
-	}
-	log.Info("serving", "url", url, "backend", st.backendDesc, "publicKeys", publicKeys(st.keys), "decoderMemory", byteSize(decoderMemory).String(), "goMemoryLimit", byteSize(debug.SetMemoryLimit(-1)).String())
+	return srv, httpSrv, nil
+}
 
-	if c.PprofListen != "" {
-		pln, err := net.Listen("tcp", c.PprofListen)
-		if err != nil {
-			return fmt.Errorf("--pprof-listen %s: %w", c.PprofListen, err)
-		}
-		defer pln.Close()
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(pln)
-		log.Warn("profiling endpoints enabled", "addr", pln.Addr().String())
+// startPprof serves Go's profiling endpoints on addr, apart from the cache; closing the
+// listener it returns stops it.
+func startPprof(addr string, log *slog.Logger) (net.Listener, error) {
+	pln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof-listen %s: %w", addr, err)
 	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(pln)
+	log.Warn("profiling endpoints enabled", "addr", pln.Addr().String())
+	return pln, nil
+}
 
+// serve answers on ln (through the fast path when it can) until ctx ends, then shuts down
+// gracefully within --shutdown-timeout.
+func (c *serveCmd) serve(ctx context.Context, ln net.Listener, srv *server.Server, httpSrv *http.Server, log *slog.Logger) error {
 	var fast *server.FastServer
 	if c.FastPath && c.TLSCert == "" && !c.Private {
 		fast = server.NewFastServer(srv, httpSrv)
