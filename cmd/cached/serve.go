@@ -44,6 +44,7 @@ type serveCmd struct {
 	SharedBucket      string        `help:"Whether other servers may write to the same backend (replicas on one bucket): a narinfo missing from the index is looked up in the backend, the backend is listed every --sync-interval, and staged uploads are cleaned up only once an hour old. auto: true for --backend s3, false for disk." default:"auto" enum:"auto,true,false"`
 	SyncInterval      time.Duration `help:"With a shared bucket: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
 	NegativeTTL       time.Duration `help:"With a shared bucket: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
+	JournalInterval   time.Duration `help:"With a shared bucket: how often to read the journal (journal/ in the bucket) in which the servers sharing it publish the narinfos they commit and delete; while it is read, a narinfo miss is answered from the index without a bucket request (0: no journal, a miss asks the bucket)." default:"1s"`
 	StaleUploadAge    time.Duration `help:"With --backend s3: incomplete multipart uploads older than this are aborted (hourly)." default:"24h"`
 	RequireUploadSigs []string      `help:"Accept only narinfos signed by one of these public keys (name:base64, repeatable or comma-separated), e.g. your builders' keys." sep:","`
 	BodyIdleTimeout   time.Duration `help:"Fail an upload whose body sends nothing for this long (slow or stalled clients)." default:"60s"`
@@ -84,6 +85,9 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 			return fmt.Errorf("--require-upload-sigs: %w", err)
 		}
 		uploadKeys = append(uploadKeys, pk)
+	}
+	if c.JournalInterval < 0 {
+		return fmt.Errorf("--journal-interval %s: want 0 (no journal) or more", c.JournalInterval)
 	}
 	if c.WriteIdleTimeout < 0 {
 		return fmt.Errorf("--write-idle-timeout %s: want 0 (never) or more", c.WriteIdleTimeout)
@@ -143,6 +147,13 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	defer stopBg()
 	if shared && c.SyncInterval > 0 {
 		go st.cache.RunSync(bgCtx, c.SyncInterval)
+	}
+	if shared && c.JournalInterval > 0 {
+		f, err := st.cache.FollowJournal(bgCtx, c.JournalInterval)
+		if err != nil {
+			return err
+		}
+		log.Info("following the replicas' journal", "every", c.JournalInterval, "staleAfter", f.StaleAfter())
 	}
 	if sw, ok := backend.As[backend.Sweeper](st.backend); ok {
 		// Incomplete multipart uploads (a crash mid-upload) are billed: abort old ones.

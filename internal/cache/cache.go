@@ -21,6 +21,7 @@ import (
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/journal"
 	"github.com/cached-dev/cached/internal/narinfo"
 	"github.com/cached-dev/cached/internal/signing"
 )
@@ -62,6 +63,7 @@ type Cache struct {
 
 	access   accessTracker
 	negative negativeCache
+	journal  replicaJournal // replica.go
 
 	// recompressing holds a token per NAR being recompressed for its uploaded name: each costs
 	// a CPU and an encoder's memory (tens of MiB for xz), and any client may ask.
@@ -291,6 +293,7 @@ func (c *Cache) commitNarInfo(ctx context.Context, hash string, ni *narinfo.NarI
 	if err := c.index.SetCreated(hash, time.Now()); err != nil {
 		return false, &NotIndexedError{Name: name, Err: err}
 	}
+	c.publish(journal.Record{Op: journal.Put, Hash: hash, NarInfo: out})
 	return true, nil
 }
 
