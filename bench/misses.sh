@@ -105,18 +105,36 @@ sleep 3
 grep -q "following the replicas' journal" "$WORK/journal.log" || die "the journal replica does not follow the journal: $(tail -n 5 "$WORK/journal.log")"
 
 requests() { wc -l <"$WORK/proxy-$1.log"; }
+# hist URL: cached's own histogram of GET /{file} (narinfo) durations, "le count" per line: the
+# time from receiving a request to the end of its answer, without the client's and the
+# scheduler's share of the machine.
+hist() { curl -fsS "$1/metrics" | sed -n 's/^cached_http_request_duration_seconds_bucket{method="GET",route="\/{file}",le="\([^"]*\)"} \([0-9]*\)$/\1 \2/p'; }
+# hist_p99 BEFORE AFTER: the upper bound (ms) of the bucket holding the 99th percentile of what
+# was answered in between, and the share answered within 1 ms.
+hist_p99() {
+	paste -d' ' "$1" "$2" | awk '{ le[NR] = $1; d[NR] = $4 - $2 } END {
+		n = d[NR]; p99 = "inf"; within1 = 0
+		for (i = 1; i <= NR; i++) {
+			if (le[i] == "0.001") within1 = (n > 0) ? d[i] / n : 0
+			if (p99 == "inf" && n > 0 && d[i] >= 0.99 * n) p99 = le[i] * 1000
+		}
+		printf "{\"server_p99_le_ms\": %s, \"server_within_1ms\": %.5f}\n", (p99 == "inf" ? "null" : p99), within1 }'
+}
 run() { # name round connections
 	local name=$1 r=$2 conns=$3 url before after out f threads=2
 	[ "$conns" -gt 1 ] || threads=1
 	url=URL_$name
 	url=${!url}
 	before=$(requests "$name")
+	hist "$url" >"$WORK/hist-before"
 	out=$(wrk -t"$threads" -c"$conns" -d"${SECONDS_PER_RUN}s" --timeout 5s -s "$BENCH_DIR/narinfo.lua" "$url" -- "$WORK/miss-paths.txt")
 	after=$(requests "$name")
+	hist "$url" >"$WORK/hist-after"
 	f=$WORK/$name-c$conns-$r.json
-	printf '%s\n' "$out" | grep '^{' | tail -n1 | jq --argjson s3 "$((after - before))" '. + {s3_requests: $s3}' >"$f"
+	printf '%s\n' "$out" | grep '^{' | tail -n1 | jq --argjson s3 "$((after - before))" --argjson h "$(hist_p99 "$WORK/hist-before" "$WORK/hist-after")" \
+		'. + {s3_requests: $s3} + $h' >"$f"
 	[ "$(jq '.requests - .errors_status' "$f")" -eq 0 ] || die "$name answered 200 to narinfo misses: $(cat "$f")"
-	log "round $r $name, $conns connections: $(jq -r '"\(.requests) misses, \(.req_per_sec | floor)/s, p50 \(.p50_us / 1000) ms, p99 \(.p99_us / 1000) ms, \(.s3_requests) S3 requests"' "$f")"
+	log "round $r $name, $conns connections: $(jq -r '"\(.requests) misses, \(.req_per_sec | floor)/s, p50 \(.p50_us / 1000) ms, p99 \(.p99_us / 1000) ms (in cached: p99 <= \(.server_p99_le_ms) ms, \(.server_within_1ms * 100) % within 1 ms), \(.s3_requests) S3 requests"' "$f")"
 }
 for name in permiss journal disk; do # warm-up: connections, Go's scheduler, Badger's caches
 	url=URL_$name
@@ -138,7 +156,9 @@ summary() { # name connections
 	jq -n --argjson rps "$(median .req_per_sec "${fs[@]}")" --argjson p50 "$(median '.p50_us / 1000' "${fs[@]}")" \
 		--argjson p99 "$(median '.p99_us / 1000' "${fs[@]}")" \
 		--argjson per1000 "$(median '.s3_requests * 1000 / .requests' "${fs[@]}")" \
-		'{req_per_sec: $rps, p50_ms: $p50, p99_ms: $p99, s3_requests_per_1000_misses: $per1000}'
+		--argjson sp99 "$(median '.server_p99_le_ms // 1e9' "${fs[@]}")" --argjson w1 "$(median .server_within_1ms "${fs[@]}")" \
+		'{req_per_sec: $rps, p50_ms: $p50, p99_ms: $p99, s3_requests_per_1000_misses: $per1000,
+		  server_p99_le_ms: $sp99, server_within_1ms: $w1}'
 }
 mkdir -p "$OUT"
 RESULT=$OUT/misses-$TS.json
@@ -156,6 +176,9 @@ jq -r --arg c "$CONNS" '
 	"| misses/s, \($c) connections | \(r(.per_miss.req_per_sec)) | \(r(.journal.req_per_sec)) | \(r(.journal.req_per_sec / .per_miss.req_per_sec)) | \(r(.disk.req_per_sec)) |",
 	"| p50 / p99 (ms), \($c) connections | \(r(.per_miss.p50_ms)) / \(r(.per_miss.p99_ms)) | \(r(.journal.p50_ms)) / \(r(.journal.p99_ms)) | \(r(.per_miss.p50_ms / .journal.p50_ms)) / \(r(.per_miss.p99_ms / .journal.p99_ms)) | \(r(.disk.p50_ms)) / \(r(.disk.p99_ms)) |",
 	"| p50 / p99 (ms), 1 connection | \(r(.per_miss_1.p50_ms)) / \(r(.per_miss_1.p99_ms)) | \(r(.journal_1.p50_ms)) / \(r(.journal_1.p99_ms)) | \(r(.per_miss_1.p50_ms / .journal_1.p50_ms)) / \(r(.per_miss_1.p99_ms / .journal_1.p99_ms)) | \(r(.disk_1.p50_ms)) / \(r(.disk_1.p99_ms)) |",
+	"| in cached: p99 within (ms), \($c) connections | \(.per_miss.server_p99_le_ms) | \(.journal.server_p99_le_ms) | | \(.disk.server_p99_le_ms) |",
+	"| in cached: share within 1 ms, \($c) connections | \(r(.per_miss.server_within_1ms * 100)) % | \(r(.journal.server_within_1ms * 100)) % | | \(r(.disk.server_within_1ms * 100)) % |",
+	"| in cached: p99 within (ms), 1 connection | \(.per_miss_1.server_p99_le_ms) | \(.journal_1.server_p99_le_ms) | | \(.disk_1.server_p99_le_ms) |",
 	"| S3 requests per 1,000 misses, \($c) connections | \(r(.per_miss.s3_requests_per_1000_misses)) | \(r(.journal.s3_requests_per_1000_misses)) | | — |",
 	"| S3 requests per 1,000 misses, 1 connection | \(r(.per_miss_1.s3_requests_per_1000_misses)) | \(r(.journal_1.s3_requests_per_1000_misses)) | | — |"' "$RESULT"
 log "results: $RESULT"
