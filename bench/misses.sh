@@ -107,8 +107,8 @@ grep -q "following the replicas' journal" "$WORK/journal.log" || die "the journa
 requests() { wc -l <"$WORK/proxy-$1.log"; }
 # hist URL: cached's own histogram of GET /{file} (narinfo) durations, "le count" per line: the
 # time from receiving a request to the end of its answer, without the client's and the
-# scheduler's share of the machine.
-hist() { curl -fsS "$1/metrics" | sed -n 's/^cached_http_request_duration_seconds_bucket{method="GET",route="\/{file}",le="\([^"]*\)"} \([0-9]*\)$/\1 \2/p'; }
+# scheduler's share of the machine. Counts past a million come as 1.234567e+06.
+hist() { curl -fsS "$1/metrics" | sed -n 's/^cached_http_request_duration_seconds_bucket{method="GET",route="\/{file}",le="\([^"]*\)"} \([0-9.e+]*\)$/\1 \2/p'; }
 # hist_p99 BEFORE AFTER: the upper bound (ms) of the bucket holding the 99th percentile of what
 # was answered in between, and the share answered within 1 ms.
 hist_p99() {
@@ -130,6 +130,7 @@ run() { # name round connections
 	out=$(wrk -t"$threads" -c"$conns" -d"${SECONDS_PER_RUN}s" --timeout 5s -s "$BENCH_DIR/narinfo.lua" "$url" -- "$WORK/miss-paths.txt")
 	after=$(requests "$name")
 	hist "$url" >"$WORK/hist-after"
+	[ "$(wc -l <"$WORK/hist-after")" -ge 20 ] || die "cached ($name) /metrics has no narinfo histogram: $(cat "$WORK/hist-after")"
 	f=$WORK/$name-c$conns-$r.json
 	printf '%s\n' "$out" | grep '^{' | tail -n1 | jq --argjson s3 "$((after - before))" --argjson h "$(hist_p99 "$WORK/hist-before" "$WORK/hist-after")" \
 		'. + {s3_requests: $s3} + $h' >"$f"
