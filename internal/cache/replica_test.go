@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cached-dev/cached/internal/backend/backendtest"
+	"github.com/cached-dev/cached/internal/backend/disk"
 	"github.com/cached-dev/cached/internal/backend/s3"
 	"github.com/cached-dev/cached/internal/journal"
 )
@@ -174,5 +176,76 @@ func TestJournalNeedsSharedBackend(t *testing.T) {
 	c, _ := newTestCache(t, Options{})
 	if _, err := c.FollowJournal(context.Background(), time.Second); err == nil {
 		t.Fatal("FollowJournal accepted without ReadThrough")
+	}
+}
+
+// TestApplyJournal: what a replica does with each kind of record, on two caches sharing one
+// disk backend. A Put is indexed from its text, unless it is late (then the backend decides)
+// or its narinfo is not the path's; a Delete drops the path only if the backend lost it.
+func TestApplyJournal(t *testing.T) {
+	be, err := disk.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{ReadThrough: true, NegativeTTL: time.Minute}
+	a := newTestCacheOn(t, be, opts)
+	b := newTestCacheOn(t, be, opts)
+	ctx := t.Context()
+	p := uploadPath(t, a, 1)
+	obj, err := be.Open(ctx, p.hash+".narinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(obj)
+	obj.Close()
+	indexed := func(hash string) bool {
+		ok, err := b.index.HasNarInfo(hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	apply := func(late bool, recs ...journal.Record) {
+		t.Helper()
+		if err := b.applyJournal(ctx, recs, time.Now(), late); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	apply(false, journal.Record{Op: journal.Put, Hash: p.hash, NarInfo: text})
+	if !indexed(p.hash) {
+		t.Fatal("a Put was not indexed")
+	}
+	if got, err := b.NarInfo(ctx, p.hash); err != nil || !strings.Contains(string(got), "StorePath:") {
+		t.Fatalf("B serves %q, %v", got, err)
+	}
+	// Late, and the backend does not have it: not indexed.
+	other := testHash(2)
+	otherText := []byte(strings.ReplaceAll(string(text), p.hash, other))
+	apply(true, journal.Record{Op: journal.Put, Hash: other, NarInfo: otherText})
+	if indexed(other) {
+		t.Error("a late Put of a path the backend lacks was indexed")
+	}
+	// A narinfo that names another path, or does not parse: skipped, the rest applied.
+	apply(false, journal.Record{Op: journal.Put, Hash: testHash(3), NarInfo: text},
+		journal.Record{Op: journal.Put, Hash: testHash(4), NarInfo: []byte("garbage")},
+		journal.Record{Op: journal.Put, Hash: other, NarInfo: otherText})
+	if indexed(testHash(3)) || indexed(testHash(4)) {
+		t.Error("a Put whose narinfo is not the path's was indexed")
+	}
+	if !indexed(other) {
+		t.Error("the Put after skipped ones was not applied")
+	}
+	// Delete while the backend still has it (uploaded again since): kept.
+	apply(false, journal.Record{Op: journal.Delete, Hash: p.hash})
+	if !indexed(p.hash) {
+		t.Error("a Delete of a path the backend still has dropped it")
+	}
+	if err := a.DeleteNarInfo(ctx, p.hash); err != nil {
+		t.Fatal(err)
+	}
+	apply(false, journal.Record{Op: journal.Delete, Hash: p.hash})
+	if indexed(p.hash) {
+		t.Error("a Delete of a path the backend lost kept it")
 	}
 }
