@@ -284,6 +284,7 @@ func (c *Cache) commitNarInfo(ctx context.Context, hash string, ni *narinfo.NarI
 	if err := c.backend.Save(ctx, name, bytes.NewReader(out)); err != nil {
 		return false, err
 	}
+	c.publish(journal.Record{Op: journal.Put, Hash: hash, NarInfo: out}) // committed: tell the replicas
 	if err := c.index.CommitNarInfo(hash, out, snn.Name, refHashes(ni)); err != nil {
 		return false, &NotIndexedError{Name: name, Err: err}
 	}
@@ -293,7 +294,6 @@ func (c *Cache) commitNarInfo(ctx context.Context, hash string, ni *narinfo.NarI
 	if err := c.index.SetCreated(hash, time.Now()); err != nil {
 		return false, &NotIndexedError{Name: name, Err: err}
 	}
-	c.publish(journal.Record{Op: journal.Put, Hash: hash, NarInfo: out})
 	return true, nil
 }
 
