@@ -99,7 +99,8 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
                 ./internal/server:FuzzSimplifyRange ./internal/cache:FuzzNewDecoder \
                 ./internal/watch:FuzzNotifierParse \
                 ./internal/server:FuzzParseExistsRequest \
-                ./internal/upstream:FuzzCheck ./internal/upstream:FuzzRedactURL; do
+                ./internal/upstream:FuzzCheck ./internal/upstream:FuzzRedactURL \
+                ./internal/journal:FuzzParse; do
     pkg=${target%%:*}; name=${target##*:}
     echo "== fuzz $name ($pkg, $FUZZTIME)"
     go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"

@@ -12,9 +12,10 @@
 //	client presign -endpoint URL -bucket B -key K -access A -secret S [-region R]
 //	    print a presigned GET URL of an S3 object (path style), so that the same client fetches
 //	    it straight from the bucket as the baseline of cached on S3 (bench/s3.sh)
-//	client delayproxy -listen ADDR -target URL -delay D
+//	client delayproxy -listen ADDR -target URL -delay D [-log]
 //	    a reverse proxy that waits D before passing each request on, keeping its Host header (so
-//	    that S3 signatures made for the proxy's address stay valid): a distant S3 region
+//	    that S3 signatures made for the proxy's address stay valid): a distant S3 region. With
+//	    -log it prints a line per request ("METHOD PATH?QUERY") to count what a server asks of S3
 //	client freeport
 //	    print a free TCP port on 127.0.0.1
 //	client sink -listen ADDR
@@ -553,6 +554,7 @@ func cmdDelayProxy(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	target := fs.String("target", "", "URL to pass requests to")
 	delay := fs.Duration("delay", 20*time.Millisecond, "wait before passing each request on")
+	logRequests := fs.Bool("log", false, "print a line per request on stdout")
 	fs.Parse(args)
 	u, err := url.Parse(*target)
 	if err != nil || u.Host == "" {
@@ -570,7 +572,13 @@ func cmdDelayProxy(args []string) error {
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true},
 	}
 	fmt.Printf("delayproxy listening on %s\n", ln.Addr())
+	var mu sync.Mutex
 	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if *logRequests {
+			mu.Lock()
+			fmt.Printf("%s %s\n", r.Method, r.URL.RequestURI())
+			mu.Unlock()
+		}
 		time.Sleep(*delay)
 		proxy.ServeHTTP(w, r)
 	}))

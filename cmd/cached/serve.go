@@ -42,9 +42,10 @@ type serveCmd struct {
 	StoreCompression  string        `help:"Compression NARs are stored in: zstd (uploads in xz, bzip2, br or none are recompressed while they stream in; zstd uploads are kept), xz, or as-uploaded. Narinfos are rewritten to match; signatures stay valid." default:"zstd" enum:"zstd,xz,as-uploaded"`
 	ZstdLevel         int           `help:"zstd level for recompressed NARs (1-22; klauspost/compress maps it onto its fastest, default, better and best encoders)." default:"3"`
 	Recompressions    int           `help:"How many NARs may be recompressed at once for clients asking for one under the name it was uploaded as, or decompressed for nix-serve's and harmonia's NAR URLs (rare, CPU-heavy requests); more wait. 0: one per CPU." default:"0"`
-	SharedBucket      string        `help:"Whether other servers may write to the same backend (replicas on one bucket): a narinfo missing from the index is looked up in the backend, the backend is listed every --sync-interval, and staged uploads are cleaned up only once an hour old. auto: true for --backend s3, false for disk." default:"auto" enum:"auto,true,false"`
+	SharedBucket      string        `help:"Whether other servers may write to the same backend (replicas on one bucket): the servers follow each other's journal (--journal-interval) or else a narinfo missing from the index is looked up in the backend, the backend is listed every --sync-interval, and staged uploads are cleaned up only once an hour old. auto: true for --backend s3, false for disk." default:"auto" enum:"auto,true,false"`
 	SyncInterval      time.Duration `help:"With a shared bucket: how often to list the bucket to pick up paths uploaded or deleted through other servers sharing it (0: never)." default:"60s"`
 	NegativeTTL       time.Duration `help:"With a shared bucket: how long a narinfo missing from both the index and the bucket is answered 404 without asking the bucket again." default:"10s"`
+	JournalInterval   time.Duration `help:"With a shared bucket: how often to read the journal (journal/ in the bucket) in which the servers sharing it publish the narinfos they commit and delete; while it is read, a narinfo miss is answered from the index without a bucket request (0: no journal, a miss asks the bucket)." default:"1s"`
 	StaleUploadAge    time.Duration `help:"With --backend s3: incomplete multipart uploads older than this are aborted (hourly)." default:"24h"`
 	RequireUploadSigs []string      `help:"Accept only narinfos signed by one of these public keys (name:base64, repeatable or comma-separated), e.g. your builders' keys." sep:","`
 	BodyIdleTimeout   time.Duration `help:"Fail an upload whose body sends nothing for this long (slow or stalled clients)." default:"60s"`
@@ -109,6 +110,15 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	}
 	stopBackground := st.cache.StartBackground(cache.BackgroundOptions{SyncInterval: c.SyncInterval, StaleUploadAge: c.StaleUploadAge})
 	defer stopBackground()
+	journalCtx, stopJournal := context.WithCancel(context.Background())
+	defer stopJournal()
+	if c.sharedBucket() && c.JournalInterval > 0 {
+		f, err := st.cache.FollowJournal(journalCtx, c.JournalInterval)
+		if err != nil {
+			return err
+		}
+		log.Info("following the replicas' journal", "every", c.JournalInterval, "staleAfter", f.StaleAfter())
+	}
 
 	puller, err := c.puller(st.cache, c.Data, log)
 	if err != nil {
@@ -181,6 +191,9 @@ func (c *serveCmd) limits() (serveLimits, error) {
 			return l, fmt.Errorf("--require-upload-sigs: %w", err)
 		}
 		l.uploadKeys = append(l.uploadKeys, pk)
+	}
+	if c.JournalInterval < 0 {
+		return l, fmt.Errorf("--journal-interval %s: want 0 (no journal) or more", c.JournalInterval)
 	}
 	if c.WriteIdleTimeout < 0 {
 		return l, fmt.Errorf("--write-idle-timeout %s: want 0 (never) or more", c.WriteIdleTimeout)

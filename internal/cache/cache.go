@@ -21,6 +21,7 @@ import (
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/journal"
 	"github.com/cached-dev/cached/internal/narinfo"
 	"github.com/cached-dev/cached/internal/signing"
 )
@@ -62,6 +63,7 @@ type Cache struct {
 
 	access   accessTracker
 	negative negativeCache
+	journal  replicaJournal // replica.go
 
 	// recompressing holds a token per NAR being recompressed for its uploaded name: each costs
 	// a CPU and an encoder's memory (tens of MiB for xz), and any client may ask.
@@ -282,6 +284,7 @@ func (c *Cache) commitNarInfo(ctx context.Context, hash string, ni *narinfo.NarI
 	if err := c.backend.Save(ctx, name, bytes.NewReader(out)); err != nil {
 		return false, err
 	}
+	c.publish(journal.Record{Op: journal.Put, Hash: hash, NarInfo: out}) // committed: tell the replicas
 	if err := c.index.CommitNarInfo(hash, out, snn.Name, refHashes(ni)); err != nil {
 		return false, &NotIndexedError{Name: name, Err: err}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/index"
+	"github.com/cached-dev/cached/internal/journal"
 	"github.com/cached-dev/cached/internal/narinfo"
 )
 
@@ -43,6 +44,7 @@ func (c *Cache) DeleteNarInfo(ctx context.Context, hash string) error {
 	if err := c.backend.Remove(ctx, hash+".narinfo"); err != nil && !errors.Is(err, backend.ErrNotExist) {
 		return fmt.Errorf("delete narinfo %s: %w", hash, err)
 	}
+	c.publish(journal.Record{Op: journal.Delete, Hash: hash})
 	if err := c.index.RemoveNarInfo(hash, ni.URL, refHashes(ni)); err != nil {
 		return err
 	}

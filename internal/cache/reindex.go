@@ -95,8 +95,14 @@ func (c *Cache) indexFromBackend(ctx context.Context, hash string, modTime time.
 	if err != nil {
 		return err
 	}
+	return c.indexNarInfo(hash, text, ni, modTime)
+}
+
+// indexNarInfo indexes the narinfo text of hash as stored in the backend, parsed as ni, with the
+// record of the NAR it names.
+func (c *Cache) indexNarInfo(hash string, text []byte, ni *narinfo.NarInfo, modTime time.Time) error {
 	if ni.HashPart() != hash {
-		return inputErr("StorePath", "%s names %s", name, ni.StorePath)
+		return inputErr("StorePath", "%s.narinfo names %s", hash, ni.StorePath)
 	}
 	if !ni.FileHash.IsZero() && ni.FileSize != 0 {
 		rec := index.NarRecord{NarHash: ni.NarHash.String(), NarSize: ni.NarSize, FileHash: ni.FileHash.String(), FileSize: ni.FileSize}

@@ -60,38 +60,33 @@ func TestS3RoundTrip(t *testing.T) {
 	})
 }
 
-// TestS3Replicas: two servers on one bucket. A path uploaded through A is served by B; B
-// restarted with an empty index recovers everything by reindex; a path deleted through A stops
-// being served by B within the sync interval; an S3 outage shows as 503s and both recover when
-// the S3 server returns, without restarting cached.
+// TestS3Replicas: two servers on one bucket, following each other's journal (the full listing
+// every hour plays no part). A path uploaded through A is served by B within the journal's bound;
+// B restarted with an empty index recovers everything by reindex; a path deleted through A stops
+// being served by B within the bound; an S3 outage shows as 503s once B's journal is stale, and
+// both recover when the S3 server returns, without restarting cached.
 func TestS3Replicas(t *testing.T) {
 	requireNix(t)
 	gw := backendtest.StartVersityGW(t)
 	shared, pk, token := sharedSecrets(t)
-	const syncEvery = 2 * time.Second
-	sync := []string{"--sync-interval", syncEvery.String(), "--negative-ttl", "1s"}
+	// The README's bound: three journal intervals; a second more for the polls' own requests
+	// and a loaded machine.
+	const journalEvery = 500 * time.Millisecond
+	const bound = 3*journalEvery + time.Second
+	sync := []string{"--sync-interval", "1h", "--negative-ttl", "1h", "--journal-interval", journalEvery.String()}
 	a := startServer(t, t.TempDir(), s3Args(gw, shared, sync...)...)
 	bData := t.TempDir()
 	b := startServer(t, bData, s3Args(gw, shared, sync...)...)
 	n := newNixClient(t, hostOf(a.URL), token)
 	c := buildClosure(t, n, 256<<10)
 
-	// B is asked first (a miss it remembers for the negative TTL), then A gets the upload.
+	// B is asked first (with no journal, a miss it would remember for the negative TTL), then
+	// A gets the upload.
 	if code, _ := get(t, b.URL+"/"+hashOf(c.Top)+".narinfo"); code != 404 {
 		t.Fatalf("B before upload: %d", code)
 	}
 	n.run("nix", "copy", "--to", a.URL, c.Top)
-	deadline := time.Now().Add(syncEvery + 3*time.Second)
-	for {
-		code, _ := get(t, b.URL+"/"+hashOf(c.Top)+".narinfo")
-		if code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("B still answers %d for a path uploaded through A", code)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitServes(t, b, bound, c.Top, c.Dep)
 	substituteFresh(t, n, b.URL, pk, c)
 
 	// B with an empty index: cached reindex rebuilds it from the bucket.
@@ -104,11 +99,21 @@ func TestS3Replicas(t *testing.T) {
 	b = startServer(t, bData, s3Args(gw, shared, sync...)...)
 	n.run("nix", "store", "verify", "--store", b.URL, "--trusted-public-keys", pk, "-r", c.Top)
 
-	// Outage: reads that need the bucket answer 503 (never a false 404), uploads 503.
+	// Outage: once B's journal is stale, reads that need the bucket answer 503 (never a false
+	// 404), uploads 503. Before that a miss is a 404 from the index, which holds all that
+	// anyone could upload: the bucket takes no uploads either.
 	gw.Stop()
 	c2 := buildClosure(t, n, 1024)
-	if code, _ := get(t, b.URL+"/"+hashOf(c2.Top)+".narinfo"); code != http.StatusServiceUnavailable {
-		t.Errorf("narinfo miss during an S3 outage: %d, want 503", code)
+	deadline := time.Now().Add(bound)
+	for {
+		code, _ := get(t, b.URL+"/"+hashOf(c2.Top)+".narinfo")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if code != 404 || time.Now().After(deadline) {
+			t.Fatalf("narinfo miss during an S3 outage: %d, want 404 from the index, then 503 within %s", code, bound)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	narURL := narURLOf(t, b.URL, c.Top)
 	if code, _ := get(t, b.URL+"/"+narURL); code != http.StatusServiceUnavailable {
@@ -129,14 +134,15 @@ func TestS3Replicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.run("nix", "copy", "--to", a.URL, c2.Top)
+	waitServes(t, b, bound, c2.Top, c2.Dep)
 	substituteFresh(t, n, b.URL, pk, c2)
 
-	// Deletion through A reaches B within the sync interval.
+	// Deletion through A reaches B within the bound.
 	out, err = cachedAdmin(t, a, "gc", "--older-than", "0s", "--grace", "0s")
 	if err != nil {
 		t.Fatalf("gc on A: %v\n%s", err, out)
 	}
-	deadline = time.Now().Add(syncEvery + 3*time.Second)
+	deadline = time.Now().Add(bound)
 	for {
 		code, _ := get(t, b.URL+"/"+hashOf(c.Top)+".narinfo")
 		if code == 404 {
@@ -147,6 +153,25 @@ func TestS3Replicas(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// waitServes waits until srv serves the narinfo of every path, failing the test after d.
+func waitServes(t *testing.T, srv *serverProc, d time.Duration, paths ...string) {
+	t.Helper()
+	start := time.Now()
+	for _, p := range paths {
+		for {
+			code, _ := get(t, srv.URL+"/"+hashOf(p)+".narinfo")
+			if code == 200 {
+				break
+			}
+			if time.Since(start) > d {
+				t.Fatalf("%s still answers %d for %s after %s", srv.URL, code, p, d)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	t.Logf("%s serves %d paths uploaded through another replica after %s", srv.URL, len(paths), time.Since(start).Round(time.Millisecond))
 }
 
 // TestS3LargeNar uploads and substitutes a closure with a 1 GiB file through cached on S3 and
@@ -218,11 +243,10 @@ func TestS3ReplicasBehindLoadBalancer(t *testing.T) {
 	requireNix(t)
 	gw := backendtest.StartVersityGW(t)
 	shared, pk, token := sharedSecrets(t)
-	// nix copy asks for each narinfo before uploading it: the replica asked remembers that miss
-	// for the negative TTL, the bound on when it serves a path uploaded through the other one.
-	const negativeTTL = time.Second
-	a := startServer(t, t.TempDir(), s3Args(gw, shared, "--negative-ttl", negativeTTL.String())...)
-	b := startServer(t, t.TempDir(), s3Args(gw, shared, "--negative-ttl", negativeTTL.String())...)
+	// Each replica learns what the other committed from the journal, within three intervals.
+	const journalEvery = 500 * time.Millisecond
+	a := startServer(t, t.TempDir(), s3Args(gw, shared, "--journal-interval", journalEvery.String())...)
+	b := startServer(t, t.TempDir(), s3Args(gw, shared, "--journal-interval", journalEvery.String())...)
 	targets := []*url.URL{mustParseURL(t, a.URL), mustParseURL(t, b.URL)}
 	var next atomic.Uint64
 	var puts [2]atomic.Int64
@@ -241,7 +265,9 @@ func TestS3ReplicasBehindLoadBalancer(t *testing.T) {
 	if puts[0].Load() == 0 || puts[1].Load() == 0 {
 		t.Fatalf("the load balancer did not spread the uploads: %d and %d PUTs", puts[0].Load(), puts[1].Load())
 	}
-	time.Sleep(negativeTTL + 200*time.Millisecond)
+	for _, srv := range []*serverProc{a, b} {
+		waitServes(t, srv, 3*journalEvery+time.Second, c.Top, c.Dep)
+	}
 	for _, srv := range []*serverProc{a, b} {
 		n.run("nix", "store", "verify", "--store", srv.URL, "--trusted-public-keys", pk, "-r", c.Top)
 		substituteFresh(t, n, srv.URL, pk, c)

@@ -301,6 +301,33 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.FileI
 	return nil
 }
 
+// ListFrom lists the objects whose names start with prefix and sort after after, in name order
+// (S3 lists keys in UTF-8 binary order), starting the listing there with StartAfter: following
+// a journal of time-named objects costs one request per page of new names.
+func (b *Backend) ListFrom(ctx context.Context, prefix, after string, fn func(backend.FileInfo) error) error {
+	in := &s3.ListObjectsV2Input{Bucket: &b.bucket, Prefix: aws.String(b.prefix + prefix)}
+	if after != "" {
+		in.StartAfter = aws.String(b.prefix + after)
+	}
+	p := s3.NewListObjectsV2Paginator(b.client, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list %q after %q: %w", prefix, after, err)
+		}
+		for _, o := range page.Contents {
+			name := strings.TrimPrefix(aws.ToString(o.Key), b.prefix)
+			if !backend.ValidName(name) || name <= after {
+				continue
+			}
+			if err := fn(backend.FileInfo{Name: name, Size: aws.ToInt64(o.Size), ModTime: aws.ToTime(o.LastModified)}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Remove deletes the object. S3 deletes missing keys without complaint, so a HeadObject first
 // tells a missing object apart.
 func (b *Backend) Remove(ctx context.Context, name string) error {
