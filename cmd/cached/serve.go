@@ -111,7 +111,7 @@ func (c *serveCmd) Run(log *slog.Logger) (err error) {
 	stopBackground := st.cache.StartBackground(cache.BackgroundOptions{SyncInterval: c.SyncInterval, StaleUploadAge: c.StaleUploadAge})
 	defer stopBackground()
 	journalCtx, stopJournal := context.WithCancel(context.Background())
-	defer stopJournal()
+	defer func() { stopJournal(); st.cache.WaitJournal() }() // its last flush, before the index closes
 	if c.sharedBucket() && c.JournalInterval > 0 {
 		f, err := st.cache.FollowJournal(journalCtx, c.JournalInterval)
 		if err != nil {

@@ -123,13 +123,23 @@ type replicaJournal struct {
 }
 
 type journalState struct {
-	w *journal.Writer
-	f *journal.Follower
+	w    *journal.Writer
+	f    *journal.Follower
+	done sync.WaitGroup // the writer, follower and expiry goroutines
 }
 
 // journalExpiry is how old journal objects get before they are removed: followers read only the
 // last poll's worth plus journal.DefaultLookback, the rest is there for a person looking.
 const journalExpiry = 10 * time.Minute
+
+// WaitJournal waits, once the context given to FollowJournal has ended, until the journal's
+// goroutines have: the writer has made its last flush of queued records (at most 5 s). Call it
+// before the index closes; without FollowJournal it returns at once.
+func (c *Cache) WaitJournal() {
+	if js := c.journal.p.Load(); js != nil {
+		js.done.Wait()
+	}
+}
 
 // FollowJournal makes this replica publish the narinfos it commits and deletes in the backend's
 // journal, and follow what the other replicas publish there, every interval, until ctx ends.
@@ -153,18 +163,21 @@ func (c *Cache) FollowJournal(ctx context.Context, every time.Duration) (*journa
 	if err != nil {
 		return nil, err
 	}
-	if !c.journal.p.CompareAndSwap(nil, &journalState{w: w, f: f}) {
+	js := &journalState{w: w, f: f}
+	if !c.journal.p.CompareAndSwap(nil, js) {
 		return nil, errors.New("the journal is followed already")
 	}
-	go w.Run(ctx, max(every/10, 10*time.Millisecond))
-	go f.Run(ctx, func(ctx context.Context) error {
-		st, err := c.Reindex(ctx, false, nil)
-		if err == nil && (st.NarInfos > 0 || st.Removed > 0) {
-			c.log.Info("synced with backend", "added", st.NarInfos, "removed", st.Removed, "invalid", st.Invalid)
-		}
-		return err
+	js.done.Go(func() { w.Run(ctx, max(every/10, 10*time.Millisecond)) })
+	js.done.Go(func() {
+		f.Run(ctx, func(ctx context.Context) error {
+			st, err := c.Reindex(ctx, false, nil)
+			if err == nil && (st.NarInfos > 0 || st.Removed > 0) {
+				c.log.Info("synced with backend", "added", st.NarInfos, "removed", st.Removed, "invalid", st.Invalid)
+			}
+			return err
+		})
 	})
-	go journal.RunExpiry(ctx, c.backend, time.Minute, journalExpiry, c.log)
+	js.done.Go(func() { journal.RunExpiry(ctx, c.backend, time.Minute, journalExpiry, c.log) })
 	return f, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cached-dev/cached/internal/backend"
 	"github.com/cached-dev/cached/internal/backend/backendtest"
 	"github.com/cached-dev/cached/internal/backend/disk"
 	"github.com/cached-dev/cached/internal/backend/s3"
@@ -247,5 +248,41 @@ func TestApplyJournal(t *testing.T) {
 	apply(false, journal.Record{Op: journal.Delete, Hash: p.hash})
 	if indexed(p.hash) {
 		t.Error("a Delete of a path the backend lost kept it")
+	}
+}
+
+// TestJournalFlushedAtStop: records queued when the journal's context ends are written before
+// WaitJournal returns, so a replica stopping right after an upload still tells the others.
+func TestJournalFlushedAtStop(t *testing.T) {
+	g := backendtest.StartVersityGW(t)
+	bk := openS3At(t, g, g.Endpoint)
+	a := newTestCacheOn(t, bk, Options{ReadThrough: true})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	// An hour between polls: after its first flush the writer waits six minutes before the next,
+	// so the second upload is still queued when the context ends.
+	if _, err := a.FollowJournal(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	uploadPath(t, a, 1)
+	p := uploadPath(t, a, 2)
+	cancel()
+	a.WaitJournal()
+	var found bool
+	err := bk.List(t.Context(), journal.Prefix, func(fi backend.FileInfo) error {
+		o, err := bk.Open(t.Context(), fi.Name)
+		if err != nil {
+			return err
+		}
+		defer o.Close()
+		b, err := io.ReadAll(o)
+		found = found || strings.Contains(string(b), p.hash)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !found {
+		t.Errorf("no journal object names %s, uploaded just before the journal stopped", p.hash)
 	}
 }
