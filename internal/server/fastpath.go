@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -162,7 +163,8 @@ type fastConn struct {
 	bw      *bufio.Writer
 	remote  string
 	idle    atomic.Bool // waiting for the next request
-	scratch []byte      // the head of a NAR answer
+	scratch []byte      // the head of an answer
+	ans     answer      // the answer being sent
 
 	idleSince     time.Time // when the idle deadline was last set
 	deadlineMoved bool      // since then, to bound a head that came in pieces
@@ -558,148 +560,153 @@ func isHostChar(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == ':' || c == '[' || c == ']' || c == '_'
 }
 
-// answer writes the answer to req into fc's buffer, as getNarInfo would, and records it. It
-// reports false, having written nothing, when the lookup fails in a way only the router's error
-// handling should answer.
+// answer sends the answer to req, a narinfo, as the router would (narInfoAnswer), and records
+// it. It reports false, having written nothing, when only the router should answer: a lookup
+// that failed (writeError's), or a miss that a request with credentials might have pulled (the
+// router checks the token).
 func (f *FastServer) answer(fc *fastConn, req *fastRequest) bool {
 	start := time.Now()
-	hash := string(req.hash)
-	// A request with credentials may not be answered from an upstream (a write token's): the
-	// router checks the token.
-	text, pulled, err := f.s.lookupNarInfo(f.ctx, hash, !req.auth)
-	notFound := errors.Is(err, cache.ErrNotFound)
-	if err != nil && !notFound || err != nil && req.auth && f.s.pull != nil {
+	a := &fc.ans
+	if err := f.s.narInfoAnswer(f.ctx, a, string(req.hash), !req.auth, req.ifNoneMatch); err != nil {
 		return false
 	}
-	id := req.id()
-	w := fc.bw
-	status, sent := http.StatusNotFound, int64(0)
-	switch {
-	case notFound:
-		w.WriteString("HTTP/1.1 404 Not Found\r\nCache-Control: ")
-		w.WriteString(f.s.hdr.notFoundCache[0])
-		w.WriteString("\r\nContent-Length: 10\r\nContent-Type: text/plain; charset=utf-8\r\n")
-		f.writeTail(w, id, req.close, start)
-		if !req.head {
-			w.Write(notFoundBody)
-			sent = int64(len(notFoundBody))
-		}
-	default:
-		if !pulled {
-			f.s.cache.Touch(hash)
-		}
-		etag := narInfoETag(text)
-		if req.ifNoneMatch != nil && string(req.ifNoneMatch) == etag {
-			status = http.StatusNotModified
-			w.WriteString("HTTP/1.1 304 Not Modified\r\nCache-Control: ")
-			w.WriteString(f.s.hdr.narInfoCache[0])
-			w.WriteString("\r\nEtag: ")
-			w.WriteString(etag)
-			w.WriteString("\r\n")
-			f.writeTail(w, id, req.close, start)
-			break
-		}
-		status = http.StatusOK
-		w.WriteString("HTTP/1.1 200 OK\r\nCache-Control: ")
-		w.WriteString(f.s.hdr.narInfoCache[0])
-		w.WriteString("\r\nContent-Length: ")
-		var num [20]byte
-		w.Write(strconv.AppendInt(num[:0], int64(len(text)), 10))
-		w.WriteString("\r\nContent-Type: text/x-nix-narinfo\r\nEtag: ")
-		w.WriteString(etag)
-		w.WriteString("\r\n")
-		f.writeTail(w, id, req.close, start)
-		if !req.head {
-			w.Write(text)
-			sent = int64(len(text))
-		}
+	if a.status == http.StatusNotFound && req.auth && f.s.pull != nil {
+		a.reset()
+		return false
 	}
-	f.answered.Add(1)
-	f.s.record(context.Background(), answered{
-		method: req.method(), path: string(req.path), remote: fc.remote, id: id, route: "/{file}",
-		status: status, sent: sent, start: start, firstByte: start, attrs: &fc.logAttrs,
-	})
+	f.send(fc, req, a, string(req.path), routeTopLevel, start)
 	return true
 }
 
-// answerNar sends a NAR of the disk backend as getNar would: http.ServeContent's headers for a
-// whole file, then the file through sendfile. It reports false, having written nothing, for
-// anything else (a NAR that is missing, which may be an uploaded name the router recompresses;
-// an object that is not a local file; an error), which the router then answers. A failure once
-// the answer has begun closes the connection (req.close), as net/http does.
+// answerNar sends a NAR of the disk backend as the router would (narAnswer): its head, then
+// the file through sendfile. It reports false, having written nothing, for anything else (a
+// NAR that is missing, which may be an uploaded name the router recompresses; an object that
+// is not a local file; an error), which the router then answers. Nor does it answer NARs when
+// redirects are on: they are for NARs in a bucket, which the fast path never sends itself.
 func (f *FastServer) answerNar(fc *fastConn, req *fastRequest) bool {
-	if f.narsElsewhere.Load() {
+	if f.narsElsewhere.Load() || f.s.cfg.NarRedirect != nil {
 		return false
 	}
 	start := time.Now()
 	name := req.narPath[1:]
-	obj, err := f.s.cache.Open(f.ctx, name)
-	if err != nil {
+	a := &fc.ans
+	if err := f.s.narAnswer(f.ctx, a, name, name[4:4+len(req.hash)], !req.head, ""); err != nil {
 		return false
 	}
-	defer obj.Close()
-	of, ok := obj.(backend.LocalFile)
-	if !ok {
+	if _, ok := a.obj.(backend.LocalFile); !ok {
 		// Not the disk backend: every NAR is the router's, which streams it.
 		f.narsElsewhere.Store(true)
+		a.obj.Close()
+		a.reset()
 		return false
 	}
-	info := obj.Info()
-	id := req.id()
-	h := append(fc.scratch[:0], "HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\nCache-Control: "...)
-	h = append(h, f.s.hdr.narCache...)
-	h = append(h, "\r\nContent-Length: "...)
-	h = strconv.AppendInt(h, info.Size, 10)
-	h = append(h, "\r\nContent-Type: application/x-nix-nar\r\nEtag: \""...)
-	h = append(h, req.hash...)
-	h = append(h, "\"\r\n"...)
-	if t := info.ModTime; !t.IsZero() && !t.Equal(time.Unix(0, 0)) { // as http.ServeContent
-		h = append(h, "Last-Modified: "...)
-		h = t.UTC().AppendFormat(h, http.TimeFormat)
-		h = append(h, "\r\n"...)
+	f.send(fc, req, a, req.narPath, routeNar, start)
+	return true
+}
+
+// send writes a, the answer to req, on fc: the same status and headers as writeAnswer
+// (answer.go) has net/http write, and the body; then it records the request (path and route
+// are its log and metric labels), renews what the answer says, and empties a. A failure once
+// the answer has begun closes the connection (req.close), as net/http does: only a closed
+// connection tells the client its answer is short.
+func (f *FastServer) send(fc *fastConn, req *fastRequest, a *answer, path, route string, start time.Time) {
+	var file *os.File
+	var size int64
+	var modTime time.Time
+	if a.obj != nil {
+		info := a.obj.Info()
+		file, size, modTime = a.obj.(backend.LocalFile).OSFile(), info.Size, info.ModTime
+	} else {
+		size = int64(len(a.text))
 	}
+	id := req.id()
+	h := appendHead(fc.scratch[:0], a, size, modTime)
 	h = f.appendTail(h, id, req.close, start)
 	fc.scratch = h
 	f.answered.Add(1) // before a byte goes out: a client that has the answer sees it counted
 	firstByte := time.Now()
 	var sent int64
+	var err error
 	switch {
-	case req.head:
+	case file == nil:
 		fc.bw.Write(h) // sent with whatever follows
-	case fc.bw.Buffered() > 0 || info.Size == 0: // answers to pipelined requests go first;
-		// an empty NAR has no body to send the head with (MSG_MORE would hold it back ~200 ms)
+		if !req.head && a.text != nil {
+			fc.bw.Write(a.text)
+			sent = size
+		}
+	case req.head:
+		fc.bw.Write(h)
+	case fc.bw.Buffered() > 0 || size == 0: // answers to pipelined requests go first;
+		// an empty file has no body to send the head with (MSG_MORE would hold it back ~200 ms)
 		fc.bw.Write(h)
 		err = fc.bw.Flush()
 	default:
 		err = writeMore(fc.sock, h)
 	}
-	if err == nil && !req.head {
+	if err == nil && file != nil && !req.head {
 		// The kernel copies it (sendfile), and a client that stops reading for
 		// WriteIdleTimeout fails it.
-		sent, err = fc.sock.SendFile(of.OSFile(), info.Size)
+		sent, err = fc.sock.SendFile(file, size)
 	}
-	switch {
-	case err != nil:
-		req.close = true // the client got a short answer; only a closed connection says so
-	case !req.head:
-		f.s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
+	if err != nil {
+		req.close = true
+	}
+	if a.touch != "" {
+		f.s.cache.Touch(a.touch)
 	}
 	f.s.record(context.Background(), answered{
-		method: req.method(), path: req.narPath, remote: fc.remote, id: id, route: "/nar/{file}",
-		status: http.StatusOK, sent: sent, start: start, firstByte: firstByte, err: err, attrs: &fc.logAttrs,
+		method: req.method(), path: path, remote: fc.remote, id: id, route: route,
+		status: a.status, sent: sent, start: start, firstByte: firstByte, err: err, attrs: &fc.logAttrs,
 	})
-	return true
+	if a.obj != nil {
+		a.obj.Close()
+	}
+	a.reset()
 }
 
-// writeTail ends the header block as net/http does: X-Request-Id, Connection when closing,
+// appendHead appends a's status line and header lines to b, as net/http writes them for
+// writeAnswer, for a request without Range or conditions: with an object, what
+// http.ServeContent adds (Accept-Ranges, Content-Length, Last-Modified); a 304 without
+// Content-Type or Content-Length. The fast path never sends a redirect (Location).
+func appendHead(b []byte, a *answer, size int64, modTime time.Time) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(a.status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(a.status)...)
+	b = append(b, "\r\n"...)
+	if a.obj != nil {
+		b = append(b, "Accept-Ranges: bytes\r\n"...)
+	}
+	if a.cacheControl != nil {
+		b = append(b, "Cache-Control: "...)
+		b = append(b, a.cacheControl[0]...)
+		b = append(b, "\r\n"...)
+	}
+	if a.status != http.StatusNotModified {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, size, 10)
+		b = append(b, "\r\n"...)
+		if a.contentType != nil {
+			b = append(b, "Content-Type: "...)
+			b = append(b, a.contentType[0]...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	if a.etag.n > 0 {
+		b = append(b, "Etag: "...)
+		b = append(b, a.etag.bytes()...)
+		b = append(b, "\r\n"...)
+	}
+	if a.obj != nil && !modTime.IsZero() && !modTime.Equal(time.Unix(0, 0)) { // as http.ServeContent
+		b = append(b, "Last-Modified: "...)
+		b = modTime.UTC().AppendFormat(b, http.TimeFormat)
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
+
+// appendTail ends the header block as net/http does: X-Request-Id, Connection when closing,
 // then Date.
-func (f *FastServer) writeTail(w *bufio.Writer, id string, closing bool, now time.Time) {
-	// Formatted in the writer's free space: a local array would move to the heap, as w may hand
-	// what it is given straight to the connection.
-	w.Write(f.appendTail(w.AvailableBuffer(), id, closing, now))
-}
-
-// appendTail appends what writeTail writes to b.
 func (f *FastServer) appendTail(b []byte, id string, closing bool, now time.Time) []byte {
 	b = append(b, "X-Request-Id: "...)
 	b = append(b, id...)

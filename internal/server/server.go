@@ -62,6 +62,12 @@ type Config struct {
 	NarRedirect *NarRedirect
 }
 
+// The routes the fast path answers some requests of, and labels its metrics with.
+const (
+	routeTopLevel = "/{file}"
+	routeNar      = "/nar/{file}"
+)
+
 // Server answers the protocol.
 type Server struct {
 	cfg    Config
@@ -120,11 +126,11 @@ func New(cfg Config) *Server {
 	r.With(s.requireUpload).Put("/nix-cache-info", s.putCacheInfo)
 	r.With(s.requireUpload).Post("/_cached/exists", s.postExists) // exists.go
 
-	r.Get("/{file}", s.getTopLevel) // <hash>.narinfo, <hash>.ls
-	r.With(s.requireUpload).Put("/{file}", s.putTopLevel)
+	r.Get(routeTopLevel, s.getTopLevel) // <hash>.narinfo, <hash>.ls
+	r.With(s.requireUpload).Put(routeTopLevel, s.putTopLevel)
 
-	r.Get("/nar/{file}", s.getNar)
-	r.With(s.requireUpload).Put("/nar/{file}", s.putNar)
+	r.Get(routeNar, s.getNar)
+	r.With(s.requireUpload).Put(routeNar, s.putNar)
 
 	r.Get("/log/{drv}", s.getLog)
 	r.With(s.requireUpload).Put("/log/{drv}", s.putLog)
