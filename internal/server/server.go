@@ -1,6 +1,12 @@
 // Package server is the HTTP surface of cached: the Nix binary cache protocol over go-chi. Its
 // handlers are thin (parse the request, call the cache, write the answer); what a request means
 // lives in package cache. Errors become status codes in one place, writeError.
+//
+// One file per endpoint: routes are in New below. GET and HEAD /<hash>.narinfo are answered by
+// narInfoAnswer (narinfo.go), and of a stored NAR by narAnswer (nar.go), whichever way the
+// request comes: through the router (getNarInfo, getNar) or through the fast path
+// (fastpath.go), which reads the commonest requests off the connection itself. Both send the
+// same answer (answer.go) and record it the same way (record, middleware.go).
 package server
 
 import (
