@@ -11,10 +11,10 @@ import (
 // An answer is the server's answer to a GET or HEAD of a narinfo or a NAR: its status, the
 // headers it decides and its body. narInfoAnswer (narinfo.go) and narAnswer (nar.go) make it,
 // the one place each where those are decided; two writers send it as it is: writeAnswer below,
-// through net/http, for the router's handlers, and the fast path's (fastpath.go), which writes
-// the same bytes on the socket itself. A writer adds only what HTTP adds to any answer:
-// Content-Length, what http.ServeContent adds for an object (Accept-Ranges, Last-Modified, and
-// Range and conditional requests), X-Request-Id and Date.
+// through net/http, for the router's handlers, and appendHead (fast.go) with package fastpath,
+// which writes the same bytes on the socket itself. A writer adds only what HTTP adds to any
+// answer: Content-Length, what http.ServeContent adds for an object (Accept-Ranges,
+// Last-Modified, and Range and conditional requests), X-Request-Id and Date.
 type answer struct {
 	status int
 	// contentType and cacheControl hold one value each, as a slice that net/http's header map
@@ -22,7 +22,7 @@ type answer struct {
 	contentType  []string
 	cacheControl []string
 	etag         etag
-	location     string // a redirect's target (the router's only: see fastHandler.answerNar)
+	location     string // a redirect's target (the router's only: see fastHandler.Answer)
 	text         []byte // the body, held in memory
 	// obj is the body, whole, when it is a stored object (a NAR): http.ServeContent sends it,
 	// the fast path sends a local file with sendfile. The writer closes it.

@@ -31,7 +31,7 @@ func (s *Server) getTopLevel(w http.ResponseWriter, r *http.Request) {
 }
 
 // getNarInfo answers GET and HEAD /<hash>.narinfo through the router; the fast path answers
-// most of them (fastpath.go). Both send narInfoAnswer.
+// most of them (fast.go). Both send narInfoAnswer.
 func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string) {
 	if !cache.ValidStoreHash(hash) {
 		s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not a store path hash", hash)})

@@ -4,9 +4,10 @@
 //
 // One file per endpoint: routes are in New below. GET and HEAD /<hash>.narinfo are answered by
 // narInfoAnswer (narinfo.go), and of a stored NAR by narAnswer (nar.go), whichever way the
-// request comes: through the router (getNarInfo, getNar) or through the fast path
-// (fastpath.go), which reads the commonest requests off the connection itself. Both send the
-// same answer (answer.go) and record it the same way (record, middleware.go).
+// request comes: through the router (getNarInfo, getNar) or through the fast path (package
+// fastpath, which reads the commonest requests off the connection itself, and fast.go, which
+// answers them). Both send the same answer (answer.go) and record it the same way (record,
+// middleware.go).
 package server
 
 import (

@@ -1,4 +1,27 @@
-package server
+// Package fastpath is cached's fast path for HTTP/1.1. A substituter's traffic is mostly narinfo
+// GETs and HEADs, most of them misses, then NAR downloads, and net/http's per-request work
+// (parsing every header into a map, a Request and a response, a goroutine watching the
+// connection, the router and the middleware) costs more than the lookup itself: a plain
+// net/http server answering a fixed 404 is about 35% slower than nginx answering it from disk,
+// and a small NAR through http.ServeContent took half as long again as nginx's.
+//
+// Server reads each request head on a plain HTTP/1.1 connection itself. When the request is
+// exactly GET or HEAD /<store hash>.narinfo or /nar/<file hash>.nar[.ext], with no body, no
+// upgrade and nothing unusual in its head, its Handler is asked to answer it: package server's
+// gives the answer its router sends, and records it the same way. A NAR goes out with sendfile,
+// its head in the same segment. Anything else (an upload, a Range or conditional NAR request, a
+// query string, an odd header, a malformed head, HTTP/1.0, an h2c preface, a request the
+// Handler does not answer) hands the connection, with the bytes already read, to net/http for
+// the rest of its life, which answers it as before. The fast path therefore never refuses
+// anything itself: it only accepts what it fully understands. A connection handed over after
+// the fast path answered on it stays HTTP/1.1, as a connection of net/http alone does: h2c (an
+// HTTP/2 preface in clear text) is for its first bytes only.
+//
+// The package knows HTTP/1.1 connections and which request targets are narinfos and NARs; it
+// decides no status and no header of an answer. server.go holds the connections (accepting,
+// reading heads, deadlines, the hand-off to net/http, shutting down), request.go parses a head,
+// answer.go is the Handler interface and sends an answer, rawio*.go does the socket I/O.
+package fastpath
 
 import (
 	"bufio"
@@ -6,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -13,35 +37,10 @@ import (
 	"time"
 )
 
-// The fast path. A substituter's traffic is mostly narinfo GETs and HEADs, most of them misses,
-// then NAR downloads, and net/http's per-request work (parsing every header into a map, a
-// Request and a response, a goroutine watching the connection, the router and the middleware)
-// costs more than the lookup itself: a plain net/http server answering a fixed 404 is about 35%
-// slower than nginx answering it from disk, and a small NAR through http.ServeContent took half
-// as long again as nginx's.
-//
-// FastServer reads each request head on a plain HTTP/1.1 connection itself. When the request is
-// exactly GET or HEAD /<store hash>.narinfo, or GET or HEAD of a whole NAR the disk backend holds,
-// over HTTP/1.1, with no body, no upgrade and nothing unusual in its head, it is answered here
-// with the answer the router sends (narInfoAnswer, narAnswer: status, headers and body are
-// decided there only), the same log line and the same metrics; a NAR goes out with sendfile, its
-// head in the same segment. Anything else (an upload, a Range or conditional NAR request, a NAR
-// under its uploaded name, a NAR on S3 or redirected, a query string, an odd header, a malformed
-// head, HTTP/1.0, an h2c preface, a lookup that fails) hands the connection, with the bytes
-// already read, to net/http for the rest of its life, which answers it as before. The fast path
-// therefore never refuses anything itself: it only accepts what it fully understands. A
-// connection handed over after the fast path answered on it stays HTTP/1.1, as a connection of
-// net/http alone does: h2c (an HTTP/2 preface in clear text) is for its first bytes only.
-//
-// It is off for --private caches (every read needs a token) and over TLS.
-//
-// This file holds the connections: accepting, reading heads, deadlines, the hand-off to
-// net/http and shutting down. fastpath_request.go parses a head, fastpath_answer.go writes an
-// answer, rawio*.go does the socket I/O.
-
-// FastServer serves a listener with the fast path in front of an http.Server.
-type FastServer struct {
-	s       *Server
+// Server serves a listener with the fast path in front of an http.Server.
+type Server struct {
+	h       Handler
+	opt     Options
 	hs      *http.Server
 	handoff *handoffListener
 	// http1 serves the connections handed over after the fast path answered on them, when hs
@@ -52,7 +51,7 @@ type FastServer struct {
 	handoffHTTP1 *handoffListener
 
 	mu      sync.Mutex
-	conns   map[*fastConn]struct{}
+	conns   map[*conn]struct{}
 	closing atomic.Bool
 	wg      sync.WaitGroup
 	ln      net.Listener
@@ -63,25 +62,27 @@ type FastServer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	date          atomic.Pointer[dateLine] // the Date header, formatted once a second
-	answered      atomic.Uint64
-	narsElsewhere atomic.Bool // the backend's NARs are not local files: the router sends them
+	date     atomic.Pointer[dateLine] // the Date header, formatted once a second
+	answered atomic.Uint64
 }
 
 // Answered is how many requests the fast path has answered itself.
-func (f *FastServer) Answered() uint64 { return f.answered.Load() }
+func (f *Server) Answered() uint64 { return f.answered.Load() }
 
-// NewFastServer puts the fast path of s in front of hs, whose Handler is s. hs's IdleTimeout and
-// ReadHeaderTimeout apply to the connections the fast path reads too, and s's WriteIdleTimeout to
-// every answer on them, the fast path's and net/http's (hs's WriteTimeout is not supported: the
-// write deadline is the progress bound's).
-func NewFastServer(s *Server, hs *http.Server) *FastServer {
+// New puts the fast path in front of hs, whose Handler answers what h does not. hs's IdleTimeout
+// and ReadHeaderTimeout apply to the connections the fast path reads too, and
+// opt.WriteIdleTimeout to every answer on them, the fast path's and net/http's (hs's
+// WriteTimeout is not supported: the write deadline is the progress bound's).
+func New(h Handler, hs *http.Server, opt Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &FastServer{s: s, hs: hs, conns: map[*fastConn]struct{}{}, ctx: ctx, cancel: cancel}
+	if opt.Log == nil {
+		opt.Log = slog.Default()
+	}
+	return &Server{h: h, opt: opt, hs: hs, conns: map[*conn]struct{}{}, ctx: ctx, cancel: cancel}
 }
 
 // Serve accepts connections on ln until Shutdown; it returns http.ErrServerClosed then.
-func (f *FastServer) Serve(ln net.Listener) error {
+func (f *Server) Serve(ln net.Listener) error {
 	f.mu.Lock()
 	f.ln = ln
 	f.handoff = newHandoffListener(ln.Addr())
@@ -101,7 +102,7 @@ func (f *FastServer) Serve(ln net.Listener) error {
 			}
 			// Out of file descriptors and the like: wait, as net/http does, rather than spin.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			f.s.log.Warn("accept", "err", err, "retry_in", backoff)
+			f.opt.Log.Warn("accept", "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
 			continue
 		}
@@ -122,7 +123,7 @@ func (f *FastServer) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting, closes idle connections (the fast path's and net/http's), and waits
 // for requests in flight until ctx ends.
-func (f *FastServer) Shutdown(ctx context.Context) error {
+func (f *Server) Shutdown(ctx context.Context) error {
 	f.closing.Store(true)
 	f.mu.Lock()
 	if f.ln != nil {
@@ -155,33 +156,31 @@ func (f *FastServer) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// fastConn is one connection the fast path is reading.
-type fastConn struct {
-	c       net.Conn
-	sock    connIO // c's socket I/O (rawio_linux.go); br and bw read and write through it
-	br      *bufio.Reader
-	bw      *bufio.Writer
-	remote  string
-	idle    atomic.Bool // waiting for the next request
-	scratch []byte      // the head of an answer
-	ans     answer      // the answer being sent
+// conn is one connection the fast path is reading.
+type conn struct {
+	c      net.Conn
+	sock   connIO // c's socket I/O (rawio_linux.go); br and bw read and write through it
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	remote string
+	idle   atomic.Bool // waiting for the next request
+	ans    Answer      // the answer being sent; its Head's array is reused
 
 	idleSince     time.Time // when the idle deadline was last set
 	deadlineMoved bool      // since then, to bound a head that came in pieces
 	answered      bool      // a request was answered on this connection
 	headDeadline  time.Time // when the head being read must be complete; zero: no bound yet
-	logAttrs      logAttrs
 }
 
-// fastHeadMax bounds a request head the fast path reads; a longer one goes to net/http (whose
+// headMax bounds a request head the fast path reads; a longer one goes to net/http (whose
 // limit, MaxHeaderBytes, is larger). Nix's narinfo requests are about 200 bytes.
-const fastHeadMax = 4096
+const headMax = 4096
 
-func (f *FastServer) serveConn(c net.Conn) {
+func (f *Server) serveConn(c net.Conn) {
 	defer f.wg.Done()
 	accepted := time.Now()
-	sock := newSockIO(c, f.s.cfg.WriteIdleTimeout)
-	fc := &fastConn{c: c, sock: sock, br: bufio.NewReaderSize(sock, fastHeadMax), bw: bufio.NewWriterSize(sock, 4096), remote: c.RemoteAddr().String()}
+	sock := newSockIO(c, f.opt.WriteIdleTimeout)
+	fc := &conn{c: c, sock: sock, br: bufio.NewReaderSize(sock, headMax), bw: bufio.NewWriterSize(sock, 4096), remote: c.RemoteAddr().String()}
 	f.mu.Lock()
 	f.conns[fc] = struct{}{}
 	f.mu.Unlock()
@@ -196,7 +195,7 @@ func (f *FastServer) serveConn(c net.Conn) {
 			// every answer, but a client that reads nothing cannot hold the goroutine.
 			if fc.bw.Buffered() > 0 {
 				idle := closeFlushTimeout
-				if w := f.s.cfg.WriteIdleTimeout; w > 0 {
+				if w := f.opt.WriteIdleTimeout; w > 0 {
 					idle = min(idle, w)
 				}
 				sock.setWriteIdle(idle)
@@ -239,15 +238,15 @@ func (f *FastServer) serveConn(c net.Conn) {
 		if err != nil {
 			return // timed out or gone mid-head: net/http would drop it too
 		}
-		var req fastRequest
-		ok := head != nil && !f.s.cfg.Private && parseFastRequest(head, &req)
-		switch {
-		case ok && req.nar:
-			ok = f.answerNar(fc, &req)
-		case ok:
-			ok = f.answer(fc, &req)
+		var req Request
+		ok := head != nil && parseRequest(head, &req)
+		if ok {
+			req.Remote, req.Start = fc.remote, time.Now()
+			ok = f.h.Answer(f.ctx, &req, &fc.ans)
 		}
-		if !ok {
+		if ok {
+			f.send(fc, &req)
+		} else {
 			if fc.bw.Flush() != nil {
 				return
 			}
@@ -261,7 +260,7 @@ func (f *FastServer) serveConn(c net.Conn) {
 		}
 		fc.answered = true
 		fc.br.Discard(len(head))
-		if req.close {
+		if req.Close {
 			fc.bw.Flush()
 			return
 		}
@@ -278,7 +277,7 @@ const closeFlushTimeout = 5 * time.Second
 // first: the client may wait for them before it sends the rest. While it waits the connection
 // counts as idle, so that Shutdown wakes it: as for net/http, a connection whose next head has
 // not all arrived has nothing in flight. It fails once Shutdown has begun.
-func (f *FastServer) wait(fc *fastConn, n int) ([]byte, error) {
+func (f *Server) wait(fc *conn, n int) ([]byte, error) {
 	if fc.bw.Buffered() > 0 {
 		if err := fc.bw.Flush(); err != nil {
 			return nil, err
@@ -301,7 +300,7 @@ func (f *FastServer) wait(fc *fastConn, n int) ([]byte, error) {
 
 // headerTimeout is net/http's bound on reading a request head: ReadHeaderTimeout, else
 // ReadTimeout.
-func (f *FastServer) headerTimeout() time.Duration {
+func (f *Server) headerTimeout() time.Duration {
 	if f.hs.ReadHeaderTimeout > 0 {
 		return f.hs.ReadHeaderTimeout
 	}
@@ -310,9 +309,9 @@ func (f *FastServer) headerTimeout() time.Duration {
 
 // readHead returns the request head at the start of fc's buffer, through its blank line,
 // without consuming it; nil when net/http should read it instead: it does not fit in
-// fastHeadMax, or a line of it ends in a bare LF (which net/http accepts and the fast path does
+// headMax, or a line of it ends in a bare LF (which net/http accepts and the fast path does
 // not: it must not wait for a CRLFCRLF that will never come).
-func (f *FastServer) readHead(fc *fastConn) ([]byte, error) {
+func (f *Server) readHead(fc *conn) ([]byte, error) {
 	buf, _ := fc.br.Peek(fc.br.Buffered())
 	deadline := false
 	for {
@@ -327,7 +326,7 @@ func (f *FastServer) readHead(fc *fastConn) ([]byte, error) {
 		if end >= 0 {
 			return head, nil
 		}
-		if len(buf) >= fastHeadMax {
+		if len(buf) >= headMax {
 			return nil, nil
 		}
 		// The head came in pieces: bound how long the rest may take (slow-loris clients), from

@@ -1,40 +1,35 @@
-package server
+package fastpath
 
 import (
 	"bytes"
 	"net/http"
+	"time"
 
 	"github.com/cached-dev/cached/internal/cache"
 )
 
-// What the fast path reads of a request (fastpath.go): a strict parser of the request heads it
-// may answer. Fuzzed against net/http's own (FuzzParseFastRequest).
+// Request is what the fast path read of a request head: a GET or HEAD of a narinfo or of a
+// whole NAR. Its byte slices point into the connection's read buffer and are valid until the
+// answer has been sent (Handler.Sent returns).
+type Request struct {
+	Head        bool   // HEAD, else GET
+	NAR         bool   // a NAR, else a narinfo
+	NarPath     string // path of a NAR, as a string (its object name is NarPath[1:])
+	Path        []byte // "/<hash>.narinfo" or "/nar/<file hash>.nar[.ext]"
+	Hash        []byte // the store hash of a narinfo, the file hash of a NAR
+	IfNoneMatch []byte // the one If-None-Match (never for a NAR); nil: none
+	RequestID   []byte // the first X-Request-Id, as sent; nil: none
+	Close       bool   // Connection: close
+	Auth        bool   // an Authorization header
+	Conditional bool   // a Range or an If-* header other than If-None-Match (never for a NAR)
 
-// fastRequest is what the fast path needs of a request head. Its byte slices point into the
-// connection's read buffer and are valid until the head is discarded.
-type fastRequest struct {
-	head        bool   // HEAD, else GET
-	nar         bool   // a NAR, else a narinfo
-	narPath     string // path of a NAR, as a string (its object name is narPath[1:])
-	path        []byte // "/<hash>.narinfo" or "/nar/<file hash>.nar[.ext]"
-	hash        []byte // the store hash of a narinfo, the file hash of a NAR
-	ifNoneMatch []byte
-	requestID   []byte
-	close       bool // Connection: close
-	auth        bool // an Authorization header
-	conditional bool // a Range or an If-* header other than If-None-Match
+	Remote string    // the client's address
+	Start  time.Time // when the fast path began to answer it
 }
 
-// id is the request's X-Request-Id when it is safe to repeat, else a new one (as the router's).
-func (r *fastRequest) id() string {
-	if id := string(r.requestID); validRequestID(id) {
-		return id
-	}
-	return newRequestID()
-}
-
-func (r *fastRequest) method() string {
-	if r.head {
+// Method is GET or HEAD.
+func (r *Request) Method() string {
+	if r.Head {
 		return http.MethodHead
 	}
 	return http.MethodGet
@@ -43,11 +38,11 @@ func (r *fastRequest) method() string {
 // narPathMax bounds the path of a NAR the fast path answers: "/nar/" + 52 + ".nar.zst".
 const narPathMax = len("/nar/") + 52 + len(".nar.zst")
 
-// parseFastRequest parses head (request line, header lines, blank line) into r, and reports
+// parseRequest parses head (request line, header lines, blank line) into r, and reports
 // whether the fast path may answer it. It is strict: anything it does not fully understand is
 // false, and net/http, which knows every corner of HTTP/1.1, answers that request instead.
-func parseFastRequest(head []byte, r *fastRequest) bool {
-	*r = fastRequest{}
+func parseRequest(head []byte, r *Request) bool {
+	*r = Request{}
 	line, rest, ok := cutLine(head)
 	if !ok {
 		return false
@@ -56,12 +51,12 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 	case bytes.HasPrefix(line, []byte("GET ")):
 		line = line[4:]
 	case bytes.HasPrefix(line, []byte("HEAD ")):
-		line, r.head = line[5:], true
+		line, r.Head = line[5:], true
 	default:
 		return false
 	}
 	target, ok := bytes.CutSuffix(line, []byte(" HTTP/1.1"))
-	if !ok || !parseFastTarget(target, r) {
+	if !ok || !parseTarget(target, r) {
 		return false
 	}
 	hosts := 0
@@ -71,7 +66,7 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 			return false
 		}
 		if len(line) == 0 {
-			return hosts == 1 && len(rest) == 0 && !(r.nar && (r.conditional || r.ifNoneMatch != nil))
+			return hosts == 1 && len(rest) == 0 && !(r.NAR && (r.Conditional || r.IfNoneMatch != nil))
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
@@ -100,29 +95,29 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 				}
 			}
 		case asciiEqualFold(name, "if-none-match"):
-			if r.ifNoneMatch != nil {
+			if r.IfNoneMatch != nil {
 				return false
 			}
-			r.ifNoneMatch = value
+			r.IfNoneMatch = value
 		case asciiEqualFold(name, "authorization"):
-			r.auth = true
+			r.Auth = true
 		case asciiEqualFold(name, "x-request-id"):
-			if r.requestID == nil { // the first, as the router's Header.Get
-				r.requestID = value
+			if r.RequestID == nil { // the first, as the router's Header.Get
+				r.RequestID = value
 			}
 		case asciiEqualFold(name, "connection"):
 			for tok := range bytes.SplitSeq(value, []byte(",")) {
 				tok = trimOWS(tok)
 				switch {
 				case asciiEqualFold(tok, "close"):
-					r.close = true
+					r.Close = true
 				case asciiEqualFold(tok, "keep-alive"):
 				default:
 					return false // upgrade, or a hop-by-hop header net/http should see
 				}
 			}
 		case asciiEqualFold(name, "range"), len(name) >= 3 && asciiEqualFold(name[:3], "if-"):
-			r.conditional = true // http.ServeContent's business, for a NAR
+			r.Conditional = true // http.ServeContent's business, for a NAR
 		case asciiEqualFold(name, "content-length"), asciiEqualFold(name, "transfer-encoding"),
 			asciiEqualFold(name, "expect"), asciiEqualFold(name, "upgrade"), asciiEqualFold(name, "http2-settings"):
 			return false // a body, or something to negotiate: net/http's business
@@ -130,13 +125,13 @@ func parseFastRequest(head []byte, r *fastRequest) bool {
 	}
 }
 
-// parseFastTarget takes the request target: exactly /<store hash>.narinfo or
+// parseTarget takes the request target: exactly /<store hash>.narinfo or
 // /nar/<file hash>.nar[.xz|.zst|.bz2|.br], nothing escaped, no query.
-func parseFastTarget(t []byte, r *fastRequest) bool {
+func parseTarget(t []byte, r *Request) bool {
 	const narInfoLen = 1 + 32 + len(".narinfo")
 	if len(t) == narInfoLen && t[0] == '/' && bytes.Equal(t[33:], []byte(".narinfo")) {
-		r.path, r.hash = t, t[1:33]
-		return cache.ValidStoreHash(string(r.hash)) // 32 bytes: converted on the stack
+		r.Path, r.Hash = t, t[1:33]
+		return cache.ValidStoreHash(string(r.Hash)) // 32 bytes: converted on the stack
 	}
 	if len(t) > narPathMax || !bytes.HasPrefix(t, []byte("/nar/")) {
 		return false
@@ -146,7 +141,7 @@ func parseFastTarget(t []byte, r *fastRequest) bool {
 	if err != nil {
 		return false
 	}
-	r.path, r.hash, r.nar, r.narPath = t, t[5:5+len(nn.FileHash)], true, p
+	r.Path, r.Hash, r.NAR, r.NarPath = t, t[5:5+len(nn.FileHash)], true, p
 	return true
 }
 
