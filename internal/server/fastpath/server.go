@@ -164,7 +164,10 @@ type conn struct {
 	bw     *bufio.Writer
 	remote string
 	idle   atomic.Bool // waiting for the next request
-	ans    Answer      // the answer being sent; its Head's array is reused
+	// The request being answered and its answer, in the connection: as locals they would
+	// move to the heap (the Handler is an interface). Head's array is reused.
+	req Request
+	ans Answer
 
 	idleSince     time.Time // when the idle deadline was last set
 	deadlineMoved bool      // since then, to bound a head that came in pieces
@@ -238,14 +241,14 @@ func (f *Server) serveConn(c net.Conn) {
 		if err != nil {
 			return // timed out or gone mid-head: net/http would drop it too
 		}
-		var req Request
-		ok := head != nil && parseRequest(head, &req)
+		req := &fc.req
+		ok := head != nil && parseRequest(head, req)
 		if ok {
 			req.Remote, req.Start = fc.remote, time.Now()
-			ok = f.h.Answer(f.ctx, &req, &fc.ans)
+			ok = f.h.Answer(f.ctx, req, &fc.ans)
 		}
 		if ok {
-			f.send(fc, &req)
+			f.send(fc, req)
 		} else {
 			if fc.bw.Flush() != nil {
 				return
