@@ -93,7 +93,7 @@ if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
   for target in ./internal/nar:FuzzWalk ./internal/nar:FuzzWriterRoundTrip \
                 ./internal/narinfo:FuzzParse ./internal/narinfo:FuzzParseHash \
                 ./internal/signing:FuzzParseKeys ./internal/cache:FuzzParseNarName ./internal/cache:FuzzParseStoreNarName \
-                ./internal/server:FuzzPutNarInfo ./internal/server:FuzzParseFastRequest ./internal/server:FuzzReadProgress \
+                ./internal/server:FuzzPutNarInfo ./internal/server/fastpath:FuzzParseRequest ./internal/server:FuzzReadProgress \
                 ./internal/logging:FuzzLogPlain ./internal/xzlimit:FuzzNewReader \
                 ./cmd/cached:FuzzConfig ./internal/auth:FuzzParseFixed ./internal/netrc:FuzzParse \
                 ./internal/server:FuzzSimplifyRange ./internal/cache:FuzzNewDecoder \

@@ -565,3 +565,27 @@ func TestFastPathEmptyNar(t *testing.T) {
 		t.Errorf("%d empty NARs took %v", n, d)
 	}
 }
+
+// TestFastPathRedirectsAsTheRouter: with NAR redirects on, a stored NAR's GET is the router's
+// 307 on the fast path too, never the NAR itself.
+func TestFastPathRedirectsAsTheRouter(t *testing.T) {
+	tc := newTestCacheConfig(t, func(c *server.Config) {
+		c.NarRedirect = &server.NarRedirect{URL: func(_ context.Context, name string) (string, error) {
+			return "https://cdn.example/" + name, nil
+		}}
+	})
+	u := newUpload(t, "redirected", "zstd")
+	u.store(t, tc)
+	fast, _ := startFast(t, tc, 30*time.Second)
+	nar := "/" + tc.narinfoOf(t, u).URL
+	for _, method := range []string{"GET", "HEAD"} {
+		raw := method + " " + nar + " HTTP/1.1\r\nHost: cache\r\n\r\n"
+		want := exchange(t, tc.Addr, raw, 1, method == "HEAD")
+		if !strings.HasPrefix(want[0], "307") {
+			t.Fatalf("%s: the router answered %q, want a 307", method, want[0])
+		}
+		if got := exchange(t, fast, raw, 1, method == "HEAD"); got[0] != want[0] {
+			t.Errorf("%s: fast path answered\n%s\nnet/http answered\n%s", method, got[0], want[0])
+		}
+	}
+}

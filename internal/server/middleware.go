@@ -152,7 +152,7 @@ type answered struct {
 type logAttrs [9]slog.Attr
 
 // record writes the log line of an answered request and records its metrics: for requests
-// through the router (logRequests) and for those the fast path answers (fastpath.go).
+// through the router (logRequests) and for those the fast path answers (fast.go).
 func (s *Server) record(ctx context.Context, a answered) {
 	now := time.Now()
 	dur := now.Sub(a.start)

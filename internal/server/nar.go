@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -32,35 +33,48 @@ func (s *Server) getNar(w http.ResponseWriter, r *http.Request) {
 		s.serveStoreNar(w, r, ref)
 		return
 	}
-	if s.redirectNar(w, r, name) {
-		if r.Method == http.MethodGet {
-			s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
-		}
-		return
-	}
-	stored := true // the answer, if found, is the object name
-	// The file hash names the content, so it is the strongest, stablest ETag there is: a resumed
-	// download (Range) sees the same one.
-	etag := `"` + nn.FileHash + `"`
-	orElse := func() bool { return s.serveUploadedName(w, r, name) || s.servePulledNar(w, r, name, etag) }
-	if q, ok := queryValues(r)["hash"]; ok && nn.Compression == "none" {
+	var a answer
+	err = s.narAnswer(r.Context(), &a, name, nn.FileHash, r.Method == http.MethodGet, requestID(r))
+	q, hasQuery := queryValues(r)["hash"]
+	switch {
+	case err == nil:
+		s.writeAnswer(w, r, &a)
+	case !errors.Is(err, cache.ErrNotFound):
+		s.writeError(w, r, err)
+	case hasQuery && nn.Compression == "none":
 		// harmonia's form, for when the NAR is not stored under that very name (then the query
 		// changes nothing).
 		ref, qerr := cache.ParseStoreNarQuery(name, q[0])
-		orElse = func() bool {
-			stored = false // serveStoreNar records the download of what it sends
-			if qerr != nil {
-				s.writeError(w, r, &cache.InputError{Field: "query", Err: qerr})
-			} else {
-				s.serveStoreNar(w, r, ref)
-			}
-			return true
+		if qerr != nil {
+			s.writeError(w, r, &cache.InputError{Field: "query", Err: qerr})
+			return
 		}
+		s.serveStoreNar(w, r, ref) // it records the download of what it sends
+	case s.serveUploadedName(w, r, name) || s.servePulledNar(w, r, name, nn.FileHash):
+		if r.Method == http.MethodGet {
+			s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
+		}
+	default:
+		s.notFound(w)
 	}
-	found := s.serveObjectOr(w, r, name, "application/x-nix-nar", s.hdr.narCache, etag, orElse)
-	if found && stored && r.Method == http.MethodGet {
-		s.cache.Touch(name) // a download keeps the paths using this NAR alive for gc
+}
+
+// narAnswer makes a the answer to a GET (get) or HEAD of the NAR stored as name, whose file hash
+// is fileHash: a redirect (redirect.go), else the object, with the file hash as its ETag. The
+// file hash names the content, so it is the strongest, stablest ETag there is: a resumed
+// download (Range) sees the same one. cache.ErrNotFound: no NAR is stored as name. id is the
+// request's, for the log.
+func (s *Server) narAnswer(ctx context.Context, a *answer, name, fileHash string, get bool, id string) error {
+	if !s.redirectAnswer(ctx, a, name, id) {
+		if err := s.objectAnswer(ctx, a, name, hdrNar, s.hdr.narCache); err != nil {
+			return err
+		}
+		a.etag.set(fileHash)
 	}
+	if get {
+		a.touch = name // a download keeps the paths using this NAR alive for gc
+	}
+	return nil
 }
 
 // serveStoreNar answers a NAR URL that names a store path (nix-serve's and harmonia's): the NAR
@@ -89,7 +103,7 @@ func (s *Server) serveStoreNar(w http.ResponseWriter, r *http.Request, ref cache
 	h := w.Header()
 	h.Set("Content-Type", "application/x-nix-nar")
 	if ref.NarHash != "" {
-		h.Set("Cache-Control", s.hdr.narCache)
+		h["Cache-Control"] = s.hdr.narCache
 	} else { // named by the store path alone: a path uploaded again has another NAR
 		h["Cache-Control"] = s.hdr.narInfoCache
 	}
@@ -207,49 +221,35 @@ func (s *Server) uploadedNameHeaders(w http.ResponseWriter) {
 	h.Set("Cache-Control", "no-cache")
 }
 
-// serveObject sends a stored object with Content-Length, Range and conditional requests handled
-// by http.ServeContent. A disk object is handed over as its *os.File so that the kernel copies it
-// (sendfile). No Content-Encoding is ever set: the client decompresses per the narinfo.
-// It reports whether the object was found.
-func (s *Server) serveObject(w http.ResponseWriter, r *http.Request, name, contentType, cacheControl, etag string) bool {
-	return s.serveObjectOr(w, r, name, contentType, cacheControl, etag, nil)
+// objectAnswer makes a the answer that sends the stored object name whole, with
+// Content-Length, Range and conditional requests handled by http.ServeContent (and a disk
+// object through sendfile). No Content-Encoding is ever set: the client decompresses per the
+// narinfo. cache.ErrNotFound: there is no such object.
+func (s *Server) objectAnswer(ctx context.Context, a *answer, name string, contentType, cacheControl []string) error {
+	obj, err := s.cache.Open(ctx, name)
+	if err != nil {
+		return err
+	}
+	*a = answer{status: http.StatusOK, contentType: contentType, cacheControl: cacheControl, obj: obj}
+	return nil
 }
 
-// serveObjectOr is serveObject that, when the object is missing, first asks orElse (if not nil)
-// to answer, and writes the 404 only if orElse reports false.
-func (s *Server) serveObjectOr(w http.ResponseWriter, r *http.Request, name, contentType, cacheControl, etag string, orElse func() bool) bool {
-	obj, err := s.cache.Open(r.Context(), name)
-	if errors.Is(err, cache.ErrNotFound) {
-		if orElse != nil && orElse() {
-			return true
-		}
+// serveObject sends a stored object (objectAnswer), or a 404, with tag (if not empty) as its
+// ETag, quoted.
+func (s *Server) serveObject(w http.ResponseWriter, r *http.Request, name, contentType, cacheControl, tag string) {
+	var a answer
+	err := s.objectAnswer(r.Context(), &a, name, []string{contentType}, []string{cacheControl})
+	switch {
+	case errors.Is(err, cache.ErrNotFound):
 		s.notFound(w)
-		return false
-	}
-	if err != nil {
+	case err != nil:
 		s.writeError(w, r, err)
-		return false
-	}
-	defer obj.Close()
-	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("Cache-Control", cacheControl)
-	if etag != "" {
-		h.Set("ETag", etag)
-	}
-	var content io.ReadSeeker = obj
-	if f, ok := obj.(backend.LocalFile); ok {
-		content = f.OSFile()
-	}
-	if rh := r.Header.Get("Range"); rh != "" { // the Range policy (ranges.go)
-		if rh, ok := simplifyRange(rh, obj.Info().Size); ok {
-			r.Header.Set("Range", rh)
-		} else {
-			r.Header.Del("Range")
+	default:
+		if tag != "" {
+			a.etag.set(tag)
 		}
+		s.writeAnswer(w, r, &a)
 	}
-	http.ServeContent(w, r, "", obj.Info().ModTime, content)
-	return true
 }
 
 func (s *Server) putNar(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -28,77 +30,66 @@ func (s *Server) getTopLevel(w http.ResponseWriter, r *http.Request) {
 	s.writeError(w, r, cache.ErrNotFound)
 }
 
+// getNarInfo answers GET and HEAD /<hash>.narinfo through the router; the fast path answers
+// most of them (fast.go). Both send narInfoAnswer.
 func (s *Server) getNarInfo(w http.ResponseWriter, r *http.Request, hash string) {
 	if !cache.ValidStoreHash(hash) {
 		s.writeError(w, r, &cache.InputError{Field: "path", Err: errorf("%q is not a store path hash", hash)})
 		return
 	}
-	// HEAD takes the same path, so it carries the same headers (Content-Length included);
-	// net/http drops the body.
-	h := w.Header()
-	text, pulled, err := s.lookupNarInfo(r.Context(), hash, s.mayPull(r))
-	if errors.Is(err, cache.ErrNotFound) {
-		s.notFound(w)
-		return
+	var inm []byte
+	if v := r.Header["If-None-Match"]; len(v) == 1 {
+		inm = []byte(v[0])
 	}
-	if err != nil {
+	var a answer
+	if err := s.narInfoAnswer(r.Context(), &a, hash, s.mayPull(r), inm); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if !pulled {
-		s.cache.Touch(hash)
-	}
-	etag := narInfoETag(text)
-	h["Content-Type"] = hdrNarInfo
-	h["Cache-Control"] = s.hdr.narInfoCache
-	h["Etag"] = []string{etag}
-	if inm := r.Header["If-None-Match"]; len(inm) == 1 && inm[0] == etag {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	h["Content-Length"] = []string{strconv.Itoa(len(text))}
-	w.Write(text)
+	s.writeAnswer(w, r, &a)
 }
 
-// narInfoETag is a strong validator of a served narinfo: a hash of its text (which changes only
-// if the path is collected and pushed again, signed differently).
-func narInfoETag(text []byte) string {
+// narInfoAnswer makes a the answer to a GET or HEAD of /<hash>.narinfo, hash a valid store
+// hash: the narinfo (from an upstream when mayPull and the cache lacks it), 304 Not Modified
+// when ifNoneMatch (the request's one If-None-Match, or nil) is its ETag, 404 when there is
+// none. An error is a lookup that failed (writeError's to answer).
+func (s *Server) narInfoAnswer(ctx context.Context, a *answer, hash string, mayPull bool, ifNoneMatch []byte) error {
+	text, pulled, err := s.lookupNarInfo(ctx, hash, mayPull)
+	if errors.Is(err, cache.ErrNotFound) {
+		s.notFoundAnswer(a)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	*a = answer{status: http.StatusOK, contentType: hdrNarInfo, cacheControl: s.hdr.narInfoCache, text: text}
+	if !pulled {
+		a.touch = hash // a pulled narinfo is not in the index yet
+	}
+	narInfoETag(&a.etag, text)
+	if ifNoneMatch != nil && bytes.Equal(ifNoneMatch, a.etag.bytes()) {
+		a.status, a.text = http.StatusNotModified, nil
+	}
+	return nil
+}
+
+// narInfoETag sets e to a strong validator of a served narinfo: a hash of its text (which
+// changes only if the path is collected and pushed again, signed differently).
+func narInfoETag(e *etag, text []byte) {
 	h := uint64(14695981039346656037) // FNV-1a, inline: hash/fnv's constructor allocates
 	for _, c := range text {
 		h = (h ^ uint64(c)) * 1099511628211
 	}
 	var b [16]byte
-	b[0] = '"'
-	out := strconv.AppendUint(b[:1], h, 36)
-	return string(append(out, '"'))
+	e.set(string(strconv.AppendUint(b[:0], h, 36)))
 }
-
-// notFound is the cheap, common answer to a substituter asking for a path we lack. It is cached
-// only briefly: the path may be uploaded soon.
-func (s *Server) notFound(w http.ResponseWriter) {
-	h := w.Header()
-	h["Content-Type"] = hdrTextPlain
-	h["Cache-Control"] = s.hdr.notFoundCache
-	h["Content-Length"] = hdrNotFoundLen
-	w.WriteHeader(http.StatusNotFound)
-	w.Write(notFoundBody)
-}
-
-// Header values shared by every response on the narinfo path: net/http only reads them, and
-// assigning a ready slice saves an allocation per header per request.
-var (
-	hdrTextPlain   = []string{"text/plain; charset=utf-8"}
-	hdrNotFoundLen = []string{"10"}
-	hdrNarInfo     = []string{"text/x-nix-narinfo"}
-	notFoundBody   = []byte("not found\n")
-)
 
 // cacheHeaders are the Cache-Control values of what the server serves. A private cache's
 // answers depend on the reader's token: shared caches (proxies, CDNs) must not keep them.
 type cacheHeaders struct {
 	narInfoCache  []string // a narinfo never changes once committed, but may be collected
 	notFoundCache []string // a missing path may be uploaded soon
-	narCache      string   // a NAR is named by its hash: immutable
+	narCache      []string // a NAR is named by its hash: immutable
 	dayCache      string   // listings, logs, realisations
 	cacheInfo     string
 }
@@ -111,7 +102,7 @@ func newCacheHeaders(private bool) cacheHeaders {
 	return cacheHeaders{
 		narInfoCache:  []string{scope + ", max-age=3600"},
 		notFoundCache: []string{scope + ", max-age=60"},
-		narCache:      scope + ", max-age=31536000, immutable",
+		narCache:      []string{scope + ", max-age=31536000, immutable"},
 		dayCache:      scope + ", max-age=86400",
 		cacheInfo:     scope + ", max-age=300",
 	}

@@ -47,7 +47,7 @@ func (s *Server) mayPull(r *http.Request) bool {
 // cache stores and verifies it. It reports false, having written nothing, when name is no such
 // NAR. A download that fails after the answer has begun cuts the connection: the client sees a
 // short body, never a complete wrong one.
-func (s *Server) servePulledNar(w http.ResponseWriter, r *http.Request, name, etag string) bool {
+func (s *Server) servePulledNar(w http.ResponseWriter, r *http.Request, name, fileHash string) bool {
 	if !s.mayPull(r) {
 		return false
 	}
@@ -57,14 +57,14 @@ func (s *Server) servePulledNar(w http.ResponseWriter, r *http.Request, name, et
 		if !ok {
 			return false
 		}
-		s.pulledNarHeaders(h, size, etag)
+		s.pulledNarHeaders(h, size, fileHash)
 		w.WriteHeader(http.StatusOK)
 		return true
 	}
 	rc, size, err := s.pull.OpenNar(r.Context(), name)
 	if errors.Is(err, cache.ErrNotFound) {
 		// Stored in the meantime, by the download that has just ended.
-		s.serveObject(w, r, name, "application/x-nix-nar", s.hdr.narCache, etag)
+		s.serveObject(w, r, name, "application/x-nix-nar", s.hdr.narCache[0], fileHash)
 		return true
 	}
 	if err != nil {
@@ -72,7 +72,7 @@ func (s *Server) servePulledNar(w http.ResponseWriter, r *http.Request, name, et
 		return true
 	}
 	defer rc.Close()
-	s.pulledNarHeaders(h, size, etag)
+	s.pulledNarHeaders(h, size, fileHash)
 	w.WriteHeader(http.StatusOK)
 	if err := copyFlushing(w, rc); err != nil {
 		setErr(r, err)
@@ -84,10 +84,10 @@ func (s *Server) servePulledNar(w http.ResponseWriter, r *http.Request, name, et
 	return true
 }
 
-func (s *Server) pulledNarHeaders(h http.Header, size int64, etag string) {
+func (s *Server) pulledNarHeaders(h http.Header, size int64, fileHash string) {
 	h.Set("Content-Type", "application/x-nix-nar")
-	h.Set("Cache-Control", s.hdr.narCache)
-	h.Set("ETag", etag)
+	h["Cache-Control"] = s.hdr.narCache
+	h.Set("ETag", `"`+fileHash+`"`)
 	if size >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(size, 10))
 	}

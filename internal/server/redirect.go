@@ -16,26 +16,23 @@ type NarRedirect struct {
 	CacheControl string
 }
 
-// redirectNar answers a GET or HEAD of the NAR stored as name with a redirect, and reports
-// whether it did. Without a redirect, for a NAR the index does not hold, or when no URL can be
-// made (logged), it writes nothing and the NAR is served directly.
-func (s *Server) redirectNar(w http.ResponseWriter, r *http.Request, name string) bool {
+// redirectAnswer makes a the redirect that answers a GET or HEAD of the NAR stored as name, and
+// reports whether it did. Without a redirect, for a NAR the index does not hold, or when no URL
+// can be made (logged, with the request's id), it leaves a as it is and the NAR is served
+// directly.
+func (s *Server) redirectAnswer(ctx context.Context, a *answer, name, id string) bool {
 	rd := s.cfg.NarRedirect
 	if rd == nil || !s.cache.NarIndexed(name) {
 		return false
 	}
-	u, err := rd.URL(r.Context(), name)
+	u, err := rd.URL(ctx, name)
 	if err != nil {
-		s.log.Warn("no redirect URL for a NAR; serving it directly", "nar", name, "req_id", requestID(r), "err", err)
+		s.log.Warn("no redirect URL for a NAR; serving it directly", "nar", name, "req_id", id, "err", err)
 		return false
 	}
-	h := w.Header()
-	h.Set("Location", u)
+	*a = answer{status: http.StatusTemporaryRedirect, cacheControl: s.hdr.narCache, location: u}
 	if rd.CacheControl != "" {
-		h.Set("Cache-Control", rd.CacheControl)
-	} else {
-		h.Set("Cache-Control", s.hdr.narCache)
+		a.cacheControl = []string{rd.CacheControl}
 	}
-	w.WriteHeader(http.StatusTemporaryRedirect)
 	return true
 }

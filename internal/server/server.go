@@ -1,6 +1,13 @@
 // Package server is the HTTP surface of cached: the Nix binary cache protocol over go-chi. Its
 // handlers are thin (parse the request, call the cache, write the answer); what a request means
 // lives in package cache. Errors become status codes in one place, writeError.
+//
+// One file per endpoint: routes are in New below. GET and HEAD /<hash>.narinfo are answered by
+// narInfoAnswer (narinfo.go), and of a stored NAR by narAnswer (nar.go), whichever way the
+// request comes: through the router (getNarInfo, getNar) or through the fast path (package
+// fastpath, which reads the commonest requests off the connection itself, and fast.go, which
+// answers them). Both send the same answer (answer.go) and record it the same way (record,
+// middleware.go).
 package server
 
 import (
@@ -62,6 +69,12 @@ type Config struct {
 	NarRedirect *NarRedirect
 }
 
+// The routes the fast path answers some requests of, and labels its metrics with.
+const (
+	routeTopLevel = "/{file}"
+	routeNar      = "/nar/{file}"
+)
+
 // Server answers the protocol.
 type Server struct {
 	cfg    Config
@@ -120,11 +133,11 @@ func New(cfg Config) *Server {
 	r.With(s.requireUpload).Put("/nix-cache-info", s.putCacheInfo)
 	r.With(s.requireUpload).Post("/_cached/exists", s.postExists) // exists.go
 
-	r.Get("/{file}", s.getTopLevel) // <hash>.narinfo, <hash>.ls
-	r.With(s.requireUpload).Put("/{file}", s.putTopLevel)
+	r.Get(routeTopLevel, s.getTopLevel) // <hash>.narinfo, <hash>.ls
+	r.With(s.requireUpload).Put(routeTopLevel, s.putTopLevel)
 
-	r.Get("/nar/{file}", s.getNar)
-	r.With(s.requireUpload).Put("/nar/{file}", s.putNar)
+	r.Get(routeNar, s.getNar)
+	r.With(s.requireUpload).Put(routeNar, s.putNar)
 
 	r.Get("/log/{drv}", s.getLog)
 	r.With(s.requireUpload).Put("/log/{drv}", s.putLog)

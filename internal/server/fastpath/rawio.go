@@ -1,4 +1,4 @@
-package server
+package fastpath
 
 import (
 	"errors"
@@ -138,3 +138,6 @@ func (p *plainIO) disarm(err error) error {
 	p.c.SetWriteDeadline(time.Time{})
 	return err
 }
+
+// writerOnly hides every method but Write, so io.Copy cannot loop back into ReadFrom.
+type writerOnly struct{ io.Writer }

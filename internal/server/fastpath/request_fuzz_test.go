@@ -1,4 +1,4 @@
-package server
+package fastpath
 
 import (
 	"bufio"
@@ -8,10 +8,10 @@ import (
 	"testing"
 )
 
-// FuzzParseFastRequest holds the fast path's parser to net/http's: whatever it accepts, net/http
+// FuzzParseRequest holds the fast path's parser to net/http's: whatever it accepts, net/http
 // must parse as the same GET or HEAD of the same narinfo or NAR, with no body, one Host and the
 // same Connection: close, and for a NAR without Range or If-* headers; and it never panics.
-func FuzzParseFastRequest(f *testing.F) {
+func FuzzParseRequest(f *testing.F) {
 	const p = "/0mi1kxrmw4kxpjv3p3vmvkd8yg0dk25s.narinfo"
 	const nar = "/nar/1b0fdrgxak6g2y95vkhw9ljhmf3c8q4kd9l2jh7lmqwcrdiniq3d.nar"
 	for _, seed := range []string{
@@ -30,8 +30,8 @@ func FuzzParseFastRequest(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, head []byte) {
-		var r fastRequest
-		if !parseFastRequest(head, &r) {
+		var r Request
+		if !parseRequest(head, &r) {
 			return
 		}
 		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
@@ -39,26 +39,26 @@ func FuzzParseFastRequest(f *testing.F) {
 			t.Fatalf("fast path accepted %q, net/http refuses it: %v", head, err)
 		}
 		wantMethod := http.MethodGet
-		if r.head {
+		if r.Head {
 			wantMethod = http.MethodHead
 		}
 		switch {
 		case req.Method != wantMethod:
 			t.Fatalf("%q: method %q, net/http %q", head, wantMethod, req.Method)
-		case req.URL.Path != string(r.path) || req.URL.RawQuery != "" || req.URL.RawPath != "":
-			t.Fatalf("%q: path %q, net/http %q", head, r.path, req.URL)
+		case req.URL.Path != string(r.Path) || req.URL.RawQuery != "" || req.URL.RawPath != "":
+			t.Fatalf("%q: path %q, net/http %q", head, r.Path, req.URL)
 		case req.ContentLength != 0 || len(req.TransferEncoding) > 0:
 			t.Fatalf("%q: net/http sees a body", head)
 		case req.Host == "":
 			t.Fatalf("%q: net/http sees no Host", head)
-		case req.Close != r.close:
-			t.Fatalf("%q: close %v, net/http %v", head, r.close, req.Close)
+		case req.Close != r.Close:
+			t.Fatalf("%q: close %v, net/http %v", head, r.Close, req.Close)
 		case len(req.Header["If-None-Match"]) > 1:
 			t.Fatalf("%q: several If-None-Match", head)
-		case req.Header.Get("If-None-Match") != string(r.ifNoneMatch):
-			t.Fatalf("%q: If-None-Match %q, net/http %q", head, r.ifNoneMatch, req.Header.Get("If-None-Match"))
+		case req.Header.Get("If-None-Match") != string(r.IfNoneMatch):
+			t.Fatalf("%q: If-None-Match %q, net/http %q", head, r.IfNoneMatch, req.Header.Get("If-None-Match"))
 		}
-		if r.nar { // a NAR is answered whole: nothing http.ServeContent would look at
+		if r.NAR { // a NAR is answered whole: nothing http.ServeContent would look at
 			for k := range req.Header {
 				if k == "Range" || strings.HasPrefix(k, "If-") {
 					t.Fatalf("%q: NAR answered whole, net/http sees %s", head, k)
