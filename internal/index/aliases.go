@@ -78,6 +78,7 @@ func (ix *Index) DeleteAliasesTo(stored string) ([]string, error) {
 			keys = append(keys, it.Item().KeyCopy(nil))
 		}
 		it.Close()
+		ix.keysVisited.Add(int64(len(keys)))
 		for _, k := range keys {
 			uploaded := string(k[len(p):])
 			if err := txn.Delete([]byte(prefixAlias + uploaded)); err != nil {

@@ -46,10 +46,13 @@ func (ix *Index) del(key string) error {
 
 // iterate calls fn with every key under prefix (prefix stripped) and its value; fn must not keep v.
 func (ix *Index) iterate(prefix string, fn func(k string, v []byte) error) error {
+	n := int64(0)
+	defer func() { ix.keysVisited.Add(n) }()
 	return ix.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefix)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
+			n++
 			item := it.Item()
 			k := string(item.Key()[len(prefix):])
 			if err := item.Value(func(v []byte) error { return fn(k, v) }); err != nil {

@@ -158,3 +158,39 @@ func TestDeleteAliasesTo(t *testing.T) {
 	defer ix.Close()
 	check("nar/s3.nar.zst", "nar/old.nar.xz")
 }
+
+// Deleting the aliases of one object visits that object's aliases only: a gc run that deletes
+// every object of a cache with many aliases does work linear in the aliases, not their number
+// times the objects' (the scan of all a/ keys it once was).
+func TestDeleteAliasesToVisitsOnlyItsAliases(t *testing.T) {
+	ix := openTest(t)
+	const objects, perObject = 300, 3
+	for o := 0; o < objects; o++ {
+		for a := 0; a < perObject; a++ {
+			rec := AliasRecord{Stored: fmt.Sprintf("nar/s%d.nar.zst", o), FileSize: 1}
+			if err := ix.PutAlias(fmt.Sprintf("nar/u%d-%d.nar.xz", o, a), rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := ix.keysVisited.Load()
+	for o := 0; o < objects; o++ {
+		dead, err := ix.DeleteAliasesTo(fmt.Sprintf("nar/s%d.nar.zst", o))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != perObject {
+			t.Fatalf("object %d: %d aliases deleted, want %d: %v", o, len(dead), perObject, dead)
+		}
+	}
+	if visited := ix.keysVisited.Load() - before; visited > objects*perObject {
+		t.Fatalf("deleting the aliases of %d objects visited %d keys, want at most the %d aliases", objects, visited, objects*perObject)
+	}
+	left := 0
+	if err := ix.iterate(prefixAlias, func(string, []byte) error { left++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d aliases left after deleting every object's", left)
+	}
+}
