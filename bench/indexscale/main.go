@@ -117,7 +117,7 @@ func main() {
 	flag.BoolVar(&o.sign, "sign", true, "sign every narinfo with ed25519 (false: random signature bytes of the same size)")
 	flag.BoolVar(&o.gc, "gc", true, "measure gc planning (a dry run over the whole index)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the numbers as JSON to this file")
-	flag.StringVar(&o.pprof, "pprof", "", "write load.cpu.pprof (the load) and serving.heap.pprof (after the lookups) into this directory")
+	flag.StringVar(&o.pprof, "pprof", "", "write load.cpu.pprof (the load), lookups.{cpu,mutex,block}.pprof and serving.heap.pprof (after the lookups) into this directory")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "indexscale:", err)
@@ -314,10 +314,39 @@ func run(o opts) error {
 
 	hot := min(o.hot, o.n)
 	fmt.Printf("lookups, %d readers: %d random hits, %d hits among %d hot paths, %d random misses...\n", o.readers, o.count, o.count, hot, o.count)
+	var stopProfile func() error
+	if o.pprof != "" {
+		f, err := os.Create(filepath.Join(o.pprof, "lookups.cpu.pprof"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		runtime.SetMutexProfileFraction(100)
+		runtime.SetBlockProfileRate(100_000) // one blocking event per 100 µs blocked
+		stopProfile = func() error {
+			pprof.StopCPUProfile()
+			for _, name := range []string{"mutex", "block"} {
+				if err := writeProfile(filepath.Join(o.pprof, "lookups."+name+".pprof"), func(w io.Writer) error { return pprof.Lookup(name).WriteTo(w, 0) }); err != nil {
+					return err
+				}
+			}
+			runtime.SetMutexProfileFraction(0)
+			runtime.SetBlockProfileRate(0)
+			return nil
+		}
+	}
 	rep.Hit = measure(o.readers, o.count, func(r *mrand.Rand) (string, bool) { return c.hash(r.IntN(o.n)), true }, ix)
 	rep.HotHit = measure(o.readers, o.count, func(r *mrand.Rand) (string, bool) { return c.hash(r.IntN(hot)), true }, ix)
 	rep.HotSet = hot
 	rep.Miss = measure(o.readers, o.count, func(r *mrand.Rand) (string, bool) { return randomHash(r), false }, ix)
+	if stopProfile != nil {
+		if err := stopProfile(); err != nil {
+			return err
+		}
+	}
 	if rep.Hit.Unexpects+rep.HotHit.Unexpects+rep.Miss.Unexpects > 0 {
 		return fmt.Errorf("lookups answered wrongly: %d+%d hits missed, %d misses hit", rep.Hit.Unexpects, rep.HotHit.Unexpects, rep.Miss.Unexpects)
 	}

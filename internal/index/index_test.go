@@ -90,15 +90,20 @@ func TestMemoConcurrent(t *testing.T) {
 }
 
 func TestMemoBounded(t *testing.T) {
-	m := newMemo()
-	m.maxBytes, m.maxMisses = 100, 3
-	for i := 0; i < 50; i++ {
-		_, _, gen := m.lookup("x")
-		m.remember(fmt.Sprint("h", i), make([]byte, 10), gen)
-		m.remember(fmt.Sprint("m", i), nil, gen)
+	m := newMemoSized(memoShards*100, memoShards*3)
+	for i := 0; i < 5000; i++ {
+		h, miss := fmt.Sprint("h", i), fmt.Sprint("m", i)
+		_, _, gen := m.lookup(h)
+		m.remember(h, make([]byte, 10), gen)
+		_, _, gen = m.lookup(miss)
+		m.remember(miss, nil, gen)
 	}
-	if m.hitBytes > 100 || len(m.misses) > 3 {
-		t.Fatalf("memo grew past its bounds: %d bytes, %d misses", m.hitBytes, len(m.misses))
+	hitBytes, misses := m.size()
+	if hitBytes > memoShards*100 || misses > memoShards*3 {
+		t.Fatalf("memo grew past its bounds: %d bytes, %d misses", hitBytes, misses)
+	}
+	if hitBytes == 0 || misses == 0 {
+		t.Fatalf("memo remembers nothing: %d bytes, %d misses", hitBytes, misses)
 	}
 }
 
