@@ -21,6 +21,9 @@
 #   BENCH_NIX2_ROOT=DIR    the Debian 13 chroot whose Nix 2.26 uploads too ($CACHED_NIX2_ROOT,
 #                          else /var/cache/cached-test/trixie, as ./test.sh provisions it);
 #                          BENCH_NIX2=0 skips it. Without it the 2.26 row is left out, saying so
+#   BENCH_S3=0             skip the S3 rows: bench/s3.sh run after the serving rows (a 1 GiB NAR,
+#                          BENCH_S3_MIB, through cached on versitygw against the same object
+#                          straight from versitygw; about 3 minutes more); its knobs apply
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -54,6 +57,7 @@ ONLY=${BENCH_ONLY:-}
 case $ONLY in "" | upload) ;; *) echo "BENCH_ONLY=$ONLY: want upload or nothing" >&2; exit 2 ;; esac
 NIX2_ROOT=${BENCH_NIX2_ROOT:-${CACHED_NIX2_ROOT:-/var/cache/cached-test/trixie}}
 NIX2=${BENCH_NIX2:-1}
+S3=${BENCH_S3:-1}
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$OUT/work-$TS
@@ -534,6 +538,31 @@ fi
 
 fi # BENCH_ONLY=upload skipped d. and e. from here up
 
+# S3: bench/s3.sh in its own process, its rows added here. The baseline column holds versitygw's
+# time for the same object fetched straight from the bucket by the same client.
+S3_NOTE=
+if [ "$ONLY" = upload ]; then
+	:
+elif [ "$S3" = 0 ]; then
+	S3_NOTE="BENCH_S3=0: no S3 rows"
+	log "$S3_NOTE"
+else
+	log "S3 rows: bench/s3.sh (BENCH_S3=0 skips them), output in $WORK/s3.out"
+	if BENCH_OUT=$OUT BENCH_REPEAT=$REPEAT BENCH_S3_RESULT=$RAW/s3.json bash "$BENCH_DIR/s3.sh" >"$WORK/s3.out" 2>&1; then
+		s3() { jq -r "$1" "$RAW/s3.json"; }
+		s3_row() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
+		s3_mib=$(s3 '.nar_bytes / 1048576 | round')
+		s3_row s3_nar_s "S3: ${s3_mib} MiB NAR, 1 client (baseline: straight from versitygw)" s lower "$(s3 .one.versitygw_s)" "$(s3 .one.cached_s)"
+		s3_row s3_nar_redirect_s "S3: the same, cached --nar-redirect presign" s lower "$(s3 .one.versitygw_s)" "$(s3 .one.redirect_s)"
+		s3_row s3_nar_latency_s "S3 +$(s3 .latency.added_per_s3_request) per request: 1 client (baseline through the same proxy)" s lower "$(s3 .latency.versitygw_s)" "$(s3 .latency.cached_s)"
+		s3_row s3_nar_concurrent_s "S3: $(s3 .concurrent.streams) concurrent clients, the same NAR" s lower "$(s3 .concurrent.versitygw_s)" "$(s3 .concurrent.cached_s)"
+		S3_NOTE="S3: cached peak RSS $(s3 '.one.cached_peak_rss_kib / 1024 | round') MiB (1 client), $(s3 '.concurrent.cached_peak_rss_kib / 1024 | round') MiB ($(s3 .concurrent.streams) concurrent)"
+	else
+		S3_NOTE="S3 rows missing: bench/s3.sh failed ($(tail -n 1 "$WORK/s3.out")); see $WORK/s3.out"
+		log "$S3_NOTE"
+	fi
+fi
+
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 row upload_s "upload, nix copy zstd (nginx: to file://)" s lower "$UPLOAD_FILE_S" "$UPLOAD_HTTP_S"
 if [ -n "$UPLOAD2_HTTP_S" ]; then
@@ -605,5 +634,6 @@ cp "$RESULTS" "$OUT/latest.json"
 			"$(awk -v k="$UPLOAD_RSS_KIB" 'BEGIN { print k / 1024 }')" "$(awk -v k="$SERVE_RSS_KIB" 'BEGIN { print k / 1024 }')" \
 			"$(awk -v k="$NGINX_RSS_KIB" 'BEGIN { print k / 1024 }')"
 	fi
+	[ -z "$S3_NOTE" ] || printf '%s\n' "$S3_NOTE"
 	printf 'results: %s (and %s)\n' "$RESULTS" "$OUT/latest.json"
 }

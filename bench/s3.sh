@@ -12,7 +12,9 @@
 #
 #   bench/s3.sh                 BENCH_S3_MIB=256 for a quick run; BENCH_KEEP=1 keeps the work dir;
 #                               BENCH_S3_PPROF=1 writes a CPU profile of cached serving the NAR
-#                               (bench/out/s3-<timestamp>.pprof) after the measured rows
+#                               (bench/out/s3-<timestamp>.pprof) after the measured rows;
+#                               BENCH_S3_RESULT=FILE also copies the JSON there (bench/run.sh
+#                               reads its rows from it)
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -180,6 +182,7 @@ jq -n --arg ts "$TS" --arg commit "$(git -C "$REPO" rev-parse HEAD)" --argjson s
   concurrent: {streams: $conc, versitygw_s: $gwconc, cached_s: $cachedconc, ratio: ($gwconc / $cachedconc),
                cached_peak_rss_kib: $conchwm}
 }' >"$OUT/s3-$TS.json"
+[ -z "${BENCH_S3_RESULT:-}" ] || cp "$OUT/s3-$TS.json" "$BENCH_S3_RESULT"
 printf '\nNAR of %.2f GiB: cached on S3 against the same object straight from versitygw (127.0.0.1)\n' "$(awk -v b="$NAR_SIZE" 'BEGIN { print b / 1073741824 }')"
 printf '%-22s %12s %12s %8s %18s\n' row "versitygw s" "cached s" ratio "cached peak RSS"
 awk -v g="$gw_s" -v c="$cached_s" -v h="$one_hwm" 'BEGIN { printf "%-22s %12.3f %12.3f %7.2fx %14.0f MiB\n", "1 client", g, c, g / c, h / 1024 }'

@@ -90,15 +90,20 @@ func TestMemoConcurrent(t *testing.T) {
 }
 
 func TestMemoBounded(t *testing.T) {
-	m := newMemo()
-	m.maxBytes, m.maxMisses = 100, 3
-	for i := 0; i < 50; i++ {
-		_, _, gen := m.lookup("x")
-		m.remember(fmt.Sprint("h", i), make([]byte, 10), gen)
-		m.remember(fmt.Sprint("m", i), nil, gen)
+	m := newMemoSized(memoShards*100, memoShards*3)
+	for i := 0; i < 5000; i++ {
+		h, miss := fmt.Sprint("h", i), fmt.Sprint("m", i)
+		_, _, gen := m.lookup(h)
+		m.remember(h, make([]byte, 10), gen)
+		_, _, gen = m.lookup(miss)
+		m.remember(miss, nil, gen)
 	}
-	if m.hitBytes > 100 || len(m.misses) > 3 {
-		t.Fatalf("memo grew past its bounds: %d bytes, %d misses", m.hitBytes, len(m.misses))
+	hitBytes, misses := m.size()
+	if hitBytes > memoShards*100 || misses > memoShards*3 {
+		t.Fatalf("memo grew past its bounds: %d bytes, %d misses", hitBytes, misses)
+	}
+	if hitBytes == 0 || misses == 0 {
+		t.Fatalf("memo remembers nothing: %d bytes, %d misses", hitBytes, misses)
 	}
 }
 
@@ -157,4 +162,40 @@ func TestDeleteAliasesTo(t *testing.T) {
 	}
 	defer ix.Close()
 	check("nar/s3.nar.zst", "nar/old.nar.xz")
+}
+
+// Deleting the aliases of one object visits that object's aliases only: a gc run that deletes
+// every object of a cache with many aliases does work linear in the aliases, not their number
+// times the objects' (the scan of all a/ keys it once was).
+func TestDeleteAliasesToVisitsOnlyItsAliases(t *testing.T) {
+	ix := openTest(t)
+	const objects, perObject = 300, 3
+	for o := 0; o < objects; o++ {
+		for a := 0; a < perObject; a++ {
+			rec := AliasRecord{Stored: fmt.Sprintf("nar/s%d.nar.zst", o), FileSize: 1}
+			if err := ix.PutAlias(fmt.Sprintf("nar/u%d-%d.nar.xz", o, a), rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := ix.keysVisited.Load()
+	for o := 0; o < objects; o++ {
+		dead, err := ix.DeleteAliasesTo(fmt.Sprintf("nar/s%d.nar.zst", o))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != perObject {
+			t.Fatalf("object %d: %d aliases deleted, want %d: %v", o, len(dead), perObject, dead)
+		}
+	}
+	if visited := ix.keysVisited.Load() - before; visited > objects*perObject {
+		t.Fatalf("deleting the aliases of %d objects visited %d keys, want at most the %d aliases", objects, visited, objects*perObject)
+	}
+	left := 0
+	if err := ix.iterate(prefixAlias, func(string, []byte) error { left++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d aliases left after deleting every object's", left)
+	}
 }
